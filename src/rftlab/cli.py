@@ -1,0 +1,2 @@
+def main() -> None:
+    raise SystemExit("rftlab: front end not built yet")

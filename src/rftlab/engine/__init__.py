@@ -1,0 +1,1 @@
+"""The RFT engine: rollouts, evaluation, GRPO-family updates of a LoRA adapter."""

@@ -1,0 +1,63 @@
+"""The boundary between the local backend's job worker and the engine.
+
+The worker (rftlab.server.worker) builds a `JobInputs` from a stored job, passes a `Reporter`, and calls
+`rftlab.engine.job.run_job(inputs, reporter)`. The engine knows nothing about HTTP or the database; the worker
+knows nothing about tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True)
+class EvaluatorCode:
+    """A folder holding the user's evaluator; `entry_file` (relative) defines `entry_func`."""
+
+    root: Path
+    entry_file: str
+    entry_func: str
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    job: dict[str, Any]
+    """The job resource as the server stores it: Fireworks camelCase, server defaults applied
+    (`trainingConfig`, `inferenceParameters`, `lossConfig`, `chunkSize`, `evalAutoCarveout`, `wandbConfig`...)."""
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]] | None
+    """Rows of `evaluationDataset`; None means carve out of train_rows when `evalAutoCarveout` is set."""
+    evaluator: EvaluatorCode
+    base_model: str
+    """A local Hugging Face folder, `tiny-arith`, a Fireworks model name, or a hub id (resolved by the engine)."""
+    warm_start_adapter: Path | None
+    checkpoint_dir: Path
+    """Per-job folder for step checkpoints; a resumed job finds its last checkpoint here."""
+    output_dir: Path
+    """Where the final PEFT adapter (the output model) is written."""
+    seed: int = 0
+
+
+@dataclass
+class JobOutcome:
+    state: Literal["JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"]
+    message: str = ""
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    """Includes `eval_reward_before` and `eval_reward_after` when an eval set exists."""
+
+
+class Reporter(Protocol):
+    def step(self, metrics: dict[str, float]) -> None:
+        """One optimizer step finished: its metrics (`step`, `epoch`, `reward_mean`, `loss`, ...)."""
+
+    def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
+        """Coarse progress for `jobProgress`."""
+
+    def should_stop(self) -> bool:
+        """True once the job was cancelled: the engine stops within one step, after checkpointing."""
+
+
+class JobFailed(RuntimeError):
+    """A failure whose message is the job's `status.message` (the evaluator's own error, a bad row...)."""

@@ -1,0 +1,1 @@
+"""`rftlab serve`: a self-hosted, Fireworks-compatible RFT service."""
