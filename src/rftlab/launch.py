@@ -1,0 +1,111 @@
+"""Carry out a composed launch: record every plan, then print it (dry run) or submit it (`rftlab.submit`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rftlab import render
+from rftlab.hydra_app import Composed
+from rftlab.plan import UNKNOWN_ACCOUNT, Plan
+from rftlab.records import RunRecord, git_state, now_iso, package_versions, write_invalid_point
+from rftlab.redact import redact, redact_text
+
+
+def echo(text: str, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    stream.write(redact_text(text) + "\n")
+    stream.flush()
+
+
+def plan_meta(plan: Plan, cwd: Path) -> dict[str, Any]:
+    backend = plan.spec.backend
+    inputs = {}
+    for key, ref in (
+        ("dataset", plan.dataset),
+        ("evaluator", plan.evaluator),
+        ("evaluation_dataset", plan.evaluation_dataset),
+    ):
+        if ref is not None:
+            local = ref.local
+            inputs[key] = {
+                "name": ref.name,
+                "path": str(local.path) if local else None,
+                "sha256": local and local.sha256,
+            }
+    return {
+        "job_id": plan.job_id,
+        "job_name": plan.job_name,
+        "backend": {
+            "kind": backend.kind,
+            "base_url": backend.base_url,
+            "account_id": plan.account_id,
+            "profile": backend.profile,
+        },
+        "inputs": inputs,
+        "overrides": plan.overrides,
+        "dry_run": plan.spec.dry_run,
+        "planned_at": now_iso(),
+        "cwd": str(cwd),
+        "git": git_state(cwd),
+        "versions": package_versions(),
+    }
+
+
+def record_plans(composed: Composed) -> list[tuple[Plan, RunRecord]]:
+    """Write each plan's record; a point identical to an earlier one of the same launch is recorded once."""
+    assert composed.launch_dir is not None and composed.cwd is not None
+    recorded: list[tuple[Plan, RunRecord]] = []
+    seen: set[str] = set()
+    for plan in composed.plans:
+        if plan.job_id in seen:
+            continue
+        seen.add(plan.job_id)
+        record = RunRecord(composed.launch_dir / plan.job_id)
+        record.write_plan(plan.config, plan.request_json(), plan_meta(plan, composed.cwd))
+        recorded.append((plan, record))
+    for point in composed.invalid:
+        write_invalid_point(composed.launch_dir, point.index, point.overrides, point.problems)
+    return recorded
+
+
+def print_dry_run(runs: list[tuple[Plan, RunRecord]], multirun: bool) -> None:
+    output = runs[0][0].spec.output
+    if output == "json":
+        requests = [redact(plan.request) for plan, _ in runs]
+        echo(json.dumps(requests if multirun else requests[0], indent=2))
+        return
+    for plan, record in runs:
+        account = None if plan.account_id == UNKNOWN_ACCOUNT else plan.account_id
+        if output == "flag":
+            echo(render.firectl_command(plan.spec, plan.job_id, account, plan.body))
+            continue
+        echo(render.summary(plan.spec, plan.job_id, plan.request["url"], plan.body))
+        if account is None:
+            echo("account    unknown (set backend.account_id); shown as ACCOUNT_ID")
+        echo(f"record     {record.path}\n")
+    if output == "text":
+        echo(f"dry run: {len(runs)} request(s) printed, nothing sent.")
+
+
+def run(composed: Composed) -> int:
+    """Exit status: 0 done, 1 a request failed, 2 a point did not validate."""
+    if not composed.plans and not composed.invalid:
+        return 0  # --help, --cfg and the like: Hydra printed what was asked
+    runs = record_plans(composed)
+    for point in composed.invalid:
+        where = " ".join(point.overrides) or "(no overrides)"
+        prefix = f"invalid point {point.index} [{where}]:\n  " if composed.multirun else "invalid config:\n  "
+        echo(prefix + "\n  ".join(point.problems), err=True)
+    status = 2 if composed.invalid else 0
+    dry = [(plan, record) for plan, record in runs if plan.spec.dry_run]
+    live = [(plan, record) for plan, record in runs if not plan.spec.dry_run]
+    if dry:
+        print_dry_run(dry, composed.multirun)
+    if live:
+        from rftlab.submit import submit_all
+
+        status = max(status, submit_all(live))
+    return status

@@ -1,0 +1,236 @@
+"""The launch config's schema: what `conf/` may say, checked before anything is sent.
+
+Field names are the snake_case config keys; `rftlab.render` maps them to Fireworks' camelCase request body.
+Every problem is reported as `key=value: what is allowed`, all of them at once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LossMethod = Literal["grpo", "dapo", "gspo-token"]
+JOB_ID_RULE = "lowercase letters, digits and '-', starting with a letter, at most 63 characters"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendSpec(Section):
+    kind: Literal["local", "fireworks"]
+    base_url: str = Field(pattern=r"^https?://")
+    account_id: str | None = None
+    profile: str | None = None
+    max_in_flight: int = Field(4, ge=1)
+    poll_interval_s: float = Field(2.0, gt=0)
+
+
+class ModelSpec(Section):
+    base_model: str | None = None
+    warm_start_from: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ModelSpec:
+        if (self.base_model is None) == (self.warm_start_from is None):
+            raise ValueError(
+                "set exactly one of base_model and warm_start_from "
+                f"(got base_model={self.base_model!r}, warm_start_from={self.warm_start_from!r})"
+            )
+        return self
+
+
+class DatasetSpec(Section):
+    path: str | None = None
+    id: str | None = None
+    evaluation_path: str | None = None
+    evaluation_dataset: str | None = None
+    eval_auto_carveout: bool = True
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> DatasetSpec:
+        if (self.path is None) == (self.id is None):
+            raise ValueError(
+                "required: set exactly one of path (a local JSONL file) and id (an existing dataset) "
+                f"(got path={self.path!r}, id={self.id!r})"
+            )
+        if self.evaluation_path is not None and self.evaluation_dataset is not None:
+            raise ValueError(
+                "set at most one of evaluation_path and evaluation_dataset "
+                f"(got {self.evaluation_path!r} and {self.evaluation_dataset!r})"
+            )
+        return self
+
+
+class EvaluatorSpec(Section):
+    path: str | None = None
+    entry_func: str | None = None
+    id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluatorSpec:
+        if (self.path is None) == (self.id is None):
+            raise ValueError(
+                "required: set exactly one of path (a Python file) and id (an existing evaluator) "
+                f"(got path={self.path!r}, id={self.id!r})"
+            )
+        if self.path is not None and not self.entry_func:
+            raise ValueError(f"entry_func is empty: name the function in {self.path} that scores a rollout")
+        return self
+
+
+class SamplingSpec(Section):
+    temperature: float = Field(gt=0)
+    top_p: float = Field(gt=0, le=1)
+    top_k: int = Field(ge=0)
+    response_candidates_count: int = Field(ge=2)
+    max_output_tokens: int = Field(ge=0)
+    extra_body: dict[str, Any] | None = None
+
+    @field_validator("extra_body", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ValueError(f'must be a JSON object, e.g. \'{{"stop": ["\\n"]}}\' ({err.msg})') from err
+        if value is not None and not isinstance(value, dict):
+            raise ValueError('must be a JSON object, e.g. {"stop": ["\\n"]}')
+        return value
+
+
+class TrainingSpec(Section):
+    epochs: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    max_context_length: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    batch_size_samples: int | None = Field(None, ge=0)
+    gradient_accumulation_steps: int = Field(ge=1)
+    learning_rate_warmup_steps: int = Field(ge=0)
+    optimizer_weight_decay: float | None = Field(None, ge=0)
+    lora_rank: int
+    loss_method: LossMethod
+    kl_beta: float = Field(ge=0)
+    chunk_size: int
+
+    @field_validator("lora_rank")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value < 1 or value & (value - 1):
+            raise ValueError("must be a power of two (4, 8, 16, 32, ...)")
+        return value
+
+    @field_validator("chunk_size")
+    @classmethod
+    def _chunk(cls, value: int) -> int:
+        if value != -1 and value < 1:
+            raise ValueError("must be at least 1 (rows per rollout round), or -1 to disable chunking")
+        return value
+
+    @model_validator(mode="after")
+    def _kl_only_with_grpo(self) -> TrainingSpec:
+        if self.kl_beta > 0 and self.loss_method != "grpo":
+            raise ValueError(
+                f"kl_beta={self.kl_beta} with loss_method={self.loss_method}: a KL term exists only with "
+                f"grpo; set training.kl_beta=0 or training.loss_method=grpo"
+            )
+        return self
+
+
+class WandbSpec(Section):
+    enabled: bool = False
+    mode: Literal["online", "offline"] = "online"
+    project: str | None = None
+    entity: str | None = None
+
+    @model_validator(mode="after")
+    def _together(self) -> WandbSpec:
+        if self.enabled:
+            needed = ["project"] + (["entity"] if self.mode == "online" else [])
+            missing = [f"wandb.{key}" for key in needed if not getattr(self, key)]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} missing: W&B needs project, entity and WANDB_API_KEY together "
+                    "(set them, e.g. wandb.entity=MY_TEAM, or use wandb=off)"
+                )
+        elif self.project or self.entity:
+            raise ValueError(
+                f"wandb.project={self.project!r}, wandb.entity={self.entity!r} set while W&B is off: "
+                "use wandb=on (or wandb=offline), or clear them"
+            )
+        return self
+
+
+class RunSpec(Section):
+    backend: BackendSpec
+    model: ModelSpec
+    dataset: DatasetSpec
+    evaluator: EvaluatorSpec
+    sampling: SamplingSpec
+    training: TrainingSpec
+    wandb: WandbSpec
+    job_id: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    output_model: str | None = None
+    mcp_server: str | None = None
+    dry_run: bool = False
+    wait: bool = False
+    output: Literal["text", "json", "flag"] = "text"
+    quiet: bool = False
+
+    @model_validator(mode="after")
+    def _offline_wandb_is_local(self) -> RunSpec:
+        if self.wandb.enabled and self.wandb.mode == "offline" and self.backend.kind != "local":
+            raise ValueError(
+                "wandb=offline works with backend=local only; use wandb=on with backend=fireworks"
+            )
+        return self
+
+
+class ConfigProblem(BaseModel):
+    key: str
+    """Dotted config key, or the section for a rule across several of its keys ("" for the whole config)."""
+    message: str
+    value: Any = None
+    has_value: bool = True
+
+    def __str__(self) -> str:
+        where = f"{self.key}={json.dumps(self.value, default=str)}" if self.has_value else self.key
+        return f"{where}: {self.message}" if where else self.message
+
+
+class SpecError(ValueError):
+    """Invalid config: one line per problem, each naming the key, the value and what is allowed."""
+
+    def __init__(self, problems: list[ConfigProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _problem(error: dict[str, Any]) -> ConfigProblem:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        section: type[BaseModel] = RunSpec
+        for part in loc[:-1]:
+            section = section.model_fields[part].annotation  # type: ignore[assignment]
+        message = f"unknown key; allowed keys here: {', '.join(section.model_fields)}"
+    elif error["type"] == "missing":
+        return ConfigProblem(
+            key=key, message="required; set it in the config or on the command line", has_value=False
+        )
+    if error["type"] == "value_error" and isinstance(error["input"], dict):
+        # a rule across several keys of one section: the message names them
+        return ConfigProblem(key=key, message=message, has_value=False)
+    return ConfigProblem(key=key, value=error["input"], message=message)
+
+
+def validate(config: dict[str, Any]) -> RunSpec:
+    """The resolved config as a `RunSpec`, or `SpecError` listing every problem."""
+    try:
+        return RunSpec.model_validate(config)
+    except ValidationError as err:
+        raise SpecError([_problem(e) for e in err.errors(include_url=False)]) from None

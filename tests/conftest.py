@@ -1,0 +1,34 @@
+"""Shared fixtures: every test runs with a temporary HOME and state dir, offline hubs, and no real secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+FIREWORKS_KEY_MARKER = "fw-marker-SECRET-4f1c9a"
+WANDB_KEY_MARKER = "wandb-marker-SECRET-77ab03"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("RFTLAB_HOME", str(home / ".rftlab"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in (
+        "FIREWORKS_API_KEY",
+        "FIREWORKS_ACCOUNT_ID",
+        "WANDB_API_KEY",
+        "WANDB_PROJECT",
+        "WANDB_ENTITY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture
+def marker_secrets(monkeypatch):
+    """API keys set to recognisable marker values, to prove they never reach a file or the console."""
+    monkeypatch.setenv("FIREWORKS_API_KEY", FIREWORKS_KEY_MARKER)
+    monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY_MARKER)
+    return (FIREWORKS_KEY_MARKER, WANDB_KEY_MARKER)
