@@ -1,0 +1,249 @@
+"""reinforcementFineTuningJobs: create, get, list, delete, `:cancel`, `:resume`, and the per-step metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rftlab.server.api_common import (
+    AccountId,
+    Ctx,
+    JsonBody,
+    fetch_page,
+    now,
+    page_request,
+    parse_body,
+    rfc3339,
+    short_id,
+)
+from rftlab.server.errors import ApiError, already_exists, failed_precondition, invalid, not_found
+from rftlab.server.processes import kill_worker
+from rftlab.server.schemas import JOB_OUTPUT_ONLY_FIELDS, JobRequest, check_resource_id
+from rftlab.server.store import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, JobMetric, Resource
+
+router = APIRouter(prefix="/v1/accounts/{account_id}/reinforcementFineTuningJobs")
+ORDER_COLUMNS = {
+    "name": Job.job_id,
+    "createTime": Job.create_time,
+    "updateTime": Job.update_time,
+    "displayName": Job.display_name,
+    "state": Job.state,
+}
+RESUMABLE_STATES = ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
+
+
+def render(job: Job) -> dict[str, Any]:
+    rendered = {
+        **job.spec,
+        "name": f"accounts/{job.account_id}/reinforcementFineTuningJobs/{job.job_id}",
+        "state": job.state,
+        "status": {"code": job.status_code, "message": job.status_message},
+        "createTime": rfc3339(job.create_time),
+        "updateTime": rfc3339(job.update_time),
+        "createdBy": job.account_id,
+        "jobProgress": job.progress or {},
+    }
+    if job.completed_time is not None:
+        rendered["completedTime"] = rfc3339(job.completed_time)
+    if job.output_metrics is not None:
+        rendered["outputMetrics"] = json.dumps(job.output_metrics)
+    return rendered
+
+
+@router.post("")
+def create_job(
+    account_id: AccountId,
+    ctx: Ctx,
+    body: JsonBody = None,
+    reinforcementFineTuningJobId: str | None = None,
+) -> dict:
+    job_id = check_resource_id(
+        reinforcementFineTuningJobId or f"rftj-{uuid.uuid4().hex[:12]}", "reinforcementFineTuningJobId"
+    )
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    request = parse_body(JobRequest, {k: v for k, v in body.items() if k not in JOB_OUTPUT_ONLY_FIELDS})
+    spec = request.dump()
+    secrets: dict[str, Any] = {}
+    wandb = spec.get("wandbConfig")
+    if wandb and "apiKey" in wandb:
+        secrets["wandbApiKey"] = wandb.pop("apiKey")
+    name = f"accounts/{account_id}/reinforcementFineTuningJobs/{job_id}"
+    try:
+        with ctx.store.session() as session:
+            if session.scalar(select(Job.seq).where(Job.account_id == account_id, Job.job_id == job_id)):
+                raise already_exists(name)
+            _resolve_references(session, account_id, job_id, spec)
+            session.add(
+                Job(
+                    account_id=account_id,
+                    job_id=job_id,
+                    display_name=spec.get("displayName") or job_id,
+                    spec=spec,
+                    secrets=secrets,
+                    state="JOB_STATE_PENDING",
+                    status_message="queued",
+                )
+            )
+    except IntegrityError:
+        raise already_exists(name) from None
+    ctx.wake_scheduler()
+    return get_job(job_id, account_id, ctx)
+
+
+def _resolve_references(session: Session, account_id: str, job_id: str, spec: dict[str, Any]) -> None:
+    """Full resource names in the spec, each pointing at a usable resource of this account."""
+    spec["dataset"] = _ready(session, account_id, "datasets", spec["dataset"], "dataset", "READY")
+    if spec.get("evaluationDataset"):
+        spec["evaluationDataset"] = _ready(
+            session, account_id, "datasets", spec["evaluationDataset"], "evaluationDataset", "READY"
+        )
+    spec["evaluator"] = _ready(session, account_id, "evaluators", spec["evaluator"], "evaluator", "ACTIVE")
+    training = spec["trainingConfig"]
+    if training.get("warmStartFrom"):
+        training["warmStartFrom"] = _ready(
+            session, account_id, "models", training["warmStartFrom"], "trainingConfig.warmStartFrom", "READY"
+        )
+    output_id = check_resource_id(
+        short_id(training.get("outputModel") or job_id, "models", account_id), "trainingConfig.outputModel"
+    )
+    output_name = f"accounts/{account_id}/models/{output_id}"
+    taken = session.scalar(
+        select(Resource.seq).where(
+            Resource.account_id == account_id, Resource.kind == "models", Resource.resource_id == output_id
+        )
+    )
+    if taken:
+        raise invalid(
+            f"trainingConfig.outputModel: {output_name} already exists; choose another output model name"
+        )
+    unfinished = session.scalars(
+        select(Job).where(Job.account_id == account_id, Job.state.not_in(TERMINAL_JOB_STATES))
+    )
+    for other in unfinished:
+        if other.spec["trainingConfig"].get("outputModel") == output_name:
+            raise invalid(
+                f"trainingConfig.outputModel: unfinished job {other.job_id} already writes {output_name}"
+            )
+    training["outputModel"] = output_name
+
+
+def _ready(session: Session, account_id: str, kind: str, name: str, field: str, state: str) -> str:
+    try:
+        resource_id = short_id(name, kind, account_id)
+    except ApiError:
+        raise invalid(f"{field}: {name} not found") from None
+    full = f"accounts/{account_id}/{kind}/{resource_id}"
+    resource = session.scalars(
+        select(Resource).where(
+            Resource.account_id == account_id, Resource.kind == kind, Resource.resource_id == resource_id
+        )
+    ).first()
+    if resource is None:
+        raise invalid(f"{field}: {full} not found")
+    if resource.state != state:
+        detail = resource.body.get("status", {}).get("message", "")
+        raise invalid(
+            f"{field}: {full} is {resource.state}, not {state}" + (f" ({detail})" if detail else "")
+        )
+    return full
+
+
+@router.get("")
+def list_jobs(
+    account_id: AccountId,
+    ctx: Ctx,
+    pageSize: int | None = None,
+    pageToken: str | None = None,
+    orderBy: str | None = None,
+    filter: str | None = None,
+) -> dict:
+    if filter:
+        raise invalid("filter: not supported by the local backend; list without it and filter client-side")
+    page = page_request(pageSize, pageToken, orderBy, set(ORDER_COLUMNS))
+    with ctx.store.session() as session:
+        query = select(Job).where(Job.account_id == account_id)
+        rows, next_token = fetch_page(session, query, page, ORDER_COLUMNS, Job.seq)
+        return {"reinforcementFineTuningJobs": [render(job) for job in rows], "nextPageToken": next_token}
+
+
+def _job(session: Session, account_id: str, job_id: str) -> Job:
+    job = session.scalars(select(Job).where(Job.account_id == account_id, Job.job_id == job_id)).first()
+    if job is None:
+        raise not_found(f"accounts/{account_id}/reinforcementFineTuningJobs/{job_id}")
+    return job
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
+    with ctx.store.session() as session:
+        return render(_job(session, account_id, job_id))
+
+
+@router.get("/{job_id}/metrics")
+def job_metrics(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
+    with ctx.store.session() as session:
+        job = _job(session, account_id, job_id)
+        rows = session.scalars(select(JobMetric).where(JobMetric.job_seq == job.seq).order_by(JobMetric.step))
+        return {"metrics": [row.metrics for row in rows]}
+
+
+@router.delete("/{job_id}")
+def delete_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
+    with ctx.store.session() as session:
+        job = _job(session, account_id, job_id)
+        if job.state in ACTIVE_JOB_STATES and job.worker_pid:
+            kill_worker(job.worker_pid, job.seq)
+        session.execute(delete(JobMetric).where(JobMetric.job_seq == job.seq))
+        session.delete(job)
+    shutil.rmtree(ctx.layout.job_dir(account_id, job_id), ignore_errors=True)
+    ctx.wake_scheduler()
+    return {}
+
+
+@router.post("/{job_id}:cancel")
+def cancel_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
+    with ctx.store.session() as session:
+        job = _job(session, account_id, job_id)
+        if job.state in TERMINAL_JOB_STATES:
+            raise failed_precondition(
+                f"job {job_id} is already {job.state}; only unfinished jobs can be cancelled"
+            )
+        job.update_time = now()
+        if job.state == "JOB_STATE_PENDING":
+            job.state = "JOB_STATE_CANCELLED"
+            job.status_message = "cancelled before it started"
+            job.completed_time = job.update_time
+        else:
+            job.cancel_requested = True
+            job.status_message = (
+                "cancel requested: stopping after the current step, keeping the last checkpoint"
+            )
+        return render(job)
+
+
+@router.post("/{job_id}:resume")
+def resume_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
+    with ctx.store.session() as session:
+        job = _job(session, account_id, job_id)
+        if job.state not in RESUMABLE_STATES:
+            raise failed_precondition(
+                f"job {job_id} is {job.state}; only FAILED or CANCELLED jobs can be resumed "
+                "(interrupted jobs resume by themselves)"
+            )
+        job.state = "JOB_STATE_PENDING"
+        job.status_code = "OK"
+        job.status_message = "resumed: queued to continue from its last checkpoint"
+        job.cancel_requested = False
+        job.completed_time = None
+        job.queued_at = job.update_time = now()
+        rendered = render(job)
+    ctx.wake_scheduler()
+    return rendered

@@ -1,0 +1,58 @@
+"""The FastAPI application: Fireworks' REST paths under /v1/accounts/{account_id}/, plus GET /healthz."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rftlab.server import api_datasets, api_evaluators, api_jobs, api_models, uploads
+from rftlab.server.api_common import ServerContext
+from rftlab.server.errors import ApiError, describe_validation_errors, error_response
+from rftlab.server.layout import StateLayout
+from rftlab.server.scheduler import Scheduler
+from rftlab.server.store import Store
+
+HTTP_STATUS_NAMES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED"}
+
+
+def create_app(store: Store, layout: StateLayout, max_running_jobs: int = 1) -> FastAPI:
+    scheduler = Scheduler(store, layout, max_running_jobs)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.stop()
+
+    app = FastAPI(title="rftlab local backend", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.context = ServerContext(store=store, layout=layout, wake_scheduler=scheduler.wake)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, error: ApiError):
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_request: Request, error: RequestValidationError):
+        return error_response(400, "INVALID_ARGUMENT", describe_validation_errors(list(error.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException):
+        status = HTTP_STATUS_NAMES.get(
+            error.status_code, "INVALID_ARGUMENT" if error.status_code < 500 else "INTERNAL"
+        )
+        message = f"{request.method} {request.url.path}: {error.detail}"
+        return error_response(error.status_code, status, message)
+
+    for module in (uploads, api_datasets, api_evaluators, api_jobs, api_models):
+        app.include_router(module.router)
+    return app

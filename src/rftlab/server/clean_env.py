@@ -1,0 +1,33 @@
+"""The environment given to worker and evaluator-check processes: an allowlist, so the server's own secrets
+(Fireworks and W&B keys, cloud credentials, database passwords) never reach user code."""
+
+from __future__ import annotations
+
+import os
+
+PASSED_NAMES = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "WANDB_MODE",
+    "WANDB_DIR",
+    "WANDB_BASE_URL",
+    "RFTLAB_HOME",
+)
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    env = {name: os.environ[name] for name in PASSED_NAMES if name in os.environ}
+    env.update(extra)
+    return env

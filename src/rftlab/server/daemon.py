@@ -1,0 +1,67 @@
+"""Starting the local backend in the background for the launcher (`backend=local`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+import httpx
+
+from rftlab.paths import state_dir
+from rftlab.server.layout import StateLayout
+
+START_TIMEOUT_S = 60.0
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class LocalServerError(RuntimeError):
+    pass
+
+
+def is_healthy(base_url: str) -> bool:
+    try:
+        response = httpx.get(f"{base_url.rstrip('/')}/healthz", timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def ensure_local_server(base_url: str) -> None:
+    """Reuse the server answering /healthz at `base_url`, or start `rftlab serve` there, detached (state in
+    $RFTLAB_HOME or ~/.rftlab, log in its server.log), and wait until it is healthy."""
+    if is_healthy(base_url):
+        return
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    if host not in LOOPBACK_HOSTS:
+        raise LocalServerError(f"nothing answers at {base_url}; start `rftlab serve` on that machine first")
+    layout = StateLayout(state_dir())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with layout.server_log.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rftlab.server.serve", "--host", host, "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if is_healthy(base_url):
+            return
+        if process.poll() is not None:
+            raise LocalServerError(f"`rftlab serve` exited with code {process.returncode}: {_tail(layout)}")
+        time.sleep(0.2)
+    raise LocalServerError(
+        f"`rftlab serve` did not become healthy within {START_TIMEOUT_S:.0f} s: {_tail(layout)}"
+    )
+
+
+def _tail(layout: StateLayout, lines: int = 5) -> str:
+    try:
+        text = layout.server_log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) + f" (log: {layout.server_log})"

@@ -1,0 +1,136 @@
+"""Turning evaluator sources (inline files, an uploaded .py, or a tar.gz) into a code folder, and checking in a
+separate Python process that its entry file imports and exposes its entry function."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from rftlab.server.clean_env import clean_environment
+
+BUILD_TIMEOUT_S = 120
+DEFAULT_ENTRY_FUNC = "evaluate"
+
+_CHECK_SCRIPT = """
+import importlib.util, sys, traceback
+root, entry_file, entry_func = sys.argv[1:4]
+sys.path.insert(0, root)
+try:
+    spec = importlib.util.spec_from_file_location("rftlab_user_evaluator", f"{root}/{entry_file}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+except BaseException as error:
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(root)]
+    where = f"{frames[-1].filename[len(root) + 1:]}, line {frames[-1].lineno}: " if frames else ""
+    print(f"importing {entry_file} failed: {where}{type(error).__name__}: {error}", file=sys.stderr)
+    sys.exit(2)
+if not callable(getattr(module, entry_func, None)):
+    print(f"{entry_file} imports but defines no function {entry_func!r}", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    entry_file: str
+    entry_func: str
+
+
+class BuildError(Exception):
+    pass
+
+
+def safe_relative(path: str) -> str:
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise BuildError(f"file path {path!r} must be relative and stay inside the evaluator folder")
+    return str(pure)
+
+
+def write_inline_files(code_dir: Path, files: dict[str, str]) -> None:
+    reset_dir(code_dir)
+    for name, text in files.items():
+        target = code_dir / safe_relative(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+def install_upload(code_dir: Path, upload: Path, filename: str) -> None:
+    """An uploaded `.py` file becomes the folder's only file; a `.tar.gz`/`.tgz` is unpacked (a single top-level
+    folder is unwrapped)."""
+    reset_dir(code_dir)
+    if filename.endswith(".py"):
+        shutil.copyfile(upload, code_dir / filename)
+        return
+    if not filename.endswith((".tar.gz", ".tgz")):
+        raise BuildError(f"{filename}: upload a .py file or a .tar.gz of the evaluator folder")
+    try:
+        with tarfile.open(upload, "r:gz") as archive:
+            archive.extractall(code_dir, filter="data")
+    except (tarfile.TarError, OSError) as error:
+        raise BuildError(f"{filename}: not a readable tar.gz archive ({error})") from None
+    children = list(code_dir.iterdir())
+    if len(children) == 1 and children[0].is_dir():
+        for child in children[0].iterdir():
+            child.rename(code_dir / child.name)
+        children[0].rmdir()
+
+
+def reset_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def resolve_entry(
+    code_dir: Path, entry_file: str | None, entry_func: str | None, entry_point: str | None
+) -> Entry:
+    """The entry from `entryFile`/`entryFunc`, else `entryPoint` (`path.py::function`), else `main.py` or the
+    folder's only top-level .py file, with function `evaluate`."""
+    if not entry_file and entry_point:
+        file_part, _, func_part = entry_point.partition("::")
+        entry_file, entry_func = file_part, entry_func or func_part or None
+    if not entry_file:
+        top_level = sorted(p.name for p in code_dir.glob("*.py"))
+        if "main.py" in top_level:
+            entry_file = "main.py"
+        elif len(top_level) == 1:
+            entry_file = top_level[0]
+        else:
+            raise BuildError(
+                "cannot tell which file is the entry point: set criteria[0].codeSnippets.entryFile "
+                "(or evaluator.entryPoint 'file.py::function')"
+            )
+    entry_file = safe_relative(entry_file)
+    if not (code_dir / entry_file).is_file():
+        raise BuildError(f"entry file {entry_file!r} is not among the evaluator's files")
+    return Entry(entry_file=entry_file, entry_func=entry_func or DEFAULT_ENTRY_FUNC)
+
+
+def check_entry(code_dir: Path, entry: Entry) -> None:
+    """Import the entry file in a fresh interpreter without the server's secrets; BuildError says why it failed."""
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                _CHECK_SCRIPT,
+                str(code_dir.resolve()),
+                entry.entry_file,
+                entry.entry_func,
+            ],
+            cwd=code_dir,
+            env=clean_environment(),
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"importing {entry.entry_file} took longer than {BUILD_TIMEOUT_S} s") from None
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise BuildError(lines[-1] if lines else f"the import check exited with code {result.returncode}")

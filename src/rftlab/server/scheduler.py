@@ -1,0 +1,188 @@
+"""The job queue inside the server: starts one worker process per job, at most `max_running` at once, in queue
+order; notices dead workers (exit status, pid, heartbeat) and puts their jobs back in the queue, so they resume from
+their last checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from rftlab.server.clean_env import clean_environment
+from rftlab.server.layout import StateLayout
+from rftlab.server.processes import WORKER_MODULE, is_alive, kill_worker
+from rftlab.server.store import ACTIVE_JOB_STATES, Job, Store
+from rftlab.server.worker import DATABASE_URL_ENV
+
+log = logging.getLogger("rftlab.server")
+
+TICK_S = 0.5
+HEARTBEAT_TIMEOUT_S = 120.0
+MAX_INTERRUPTIONS = 5
+STOP_GRACE_S = 10.0
+
+
+class Scheduler:
+    def __init__(self, store: Store, layout: StateLayout, max_running: int) -> None:
+        self.store = store
+        self.layout = layout
+        self.max_running = max_running
+        self._children: dict[int, subprocess.Popen] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rftlab-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self.recover_interrupted()
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop scheduling and end the workers; their jobs stay RUNNING in the database and the next start
+        resumes them from their last checkpoints."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        for process in self._children.values():
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in self._children.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def recover_interrupted(self) -> None:
+        """At start: jobs left VALIDATING/RUNNING by a server that died go back to the queue."""
+        with self.store.session() as session:
+            for job in session.scalars(select(Job).where(Job.state.in_(ACTIVE_JOB_STATES))):
+                if job.worker_pid:
+                    kill_worker(job.worker_pid, job.seq)
+                self._requeue(job, "the server stopped while it ran")
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception:  # a busy database or a failed spawn must not end scheduling
+                log.exception("scheduler tick failed")
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        self._reap_exited()
+        self._requeue_silent()
+        self._start_queued()
+
+    def _reap_exited(self) -> None:
+        for seq, process in list(self._children.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del self._children[seq]
+            with self.store.session() as session:
+                job = session.get(Job, seq)
+                if job is None or job.state not in ACTIVE_JOB_STATES or job.worker_pid != process.pid:
+                    continue  # finished normally (the worker recorded it) or deleted
+                if code < 0:
+                    self._requeue(job, f"its worker was killed by signal {-code}")
+                else:
+                    self._fail(
+                        job, f"the worker exited with code {code} without finishing; see {self._log(job)}"
+                    )
+
+    def _requeue_silent(self) -> None:
+        """Workers this server did not start, or that stopped sending heartbeats."""
+        stale_before = time.time() - HEARTBEAT_TIMEOUT_S
+        with self.store.session() as session:
+            for job in session.scalars(select(Job).where(Job.state.in_(ACTIVE_JOB_STATES))):
+                child = self._children.get(job.seq)
+                if child is not None:
+                    alive = child.poll() is None
+                else:
+                    alive = bool(job.worker_pid) and is_alive(job.worker_pid)
+                if alive and (job.heartbeat_at or 0) >= stale_before:
+                    continue
+                if alive:
+                    kill_worker(job.worker_pid, job.seq)
+                self._children.pop(job.seq, None)
+                self._requeue(job, "its worker stopped answering")
+
+    def _requeue(self, job: Job, why: str) -> None:
+        job.worker_pid, job.heartbeat_at, job.update_time = None, None, time.time()
+        if job.cancel_requested:
+            job.state, job.status_message, job.completed_time = (
+                "JOB_STATE_CANCELLED",
+                f"cancelled ({why})",
+                time.time(),
+            )
+            return
+        job.interruptions += 1
+        if job.interruptions > MAX_INTERRUPTIONS:
+            self._fail(
+                job, f"interrupted {job.interruptions} times, last because {why}; :resume to try again"
+            )
+            return
+        job.state = "JOB_STATE_PENDING"
+        job.status_message = f"interrupted ({why}); queued to resume from its last checkpoint"
+
+    def _fail(self, job: Job, message: str) -> None:
+        job.state, job.status_code, job.status_message = "JOB_STATE_FAILED", "INTERNAL", message
+        job.worker_pid, job.heartbeat_at = None, None
+        job.completed_time = job.update_time = time.time()
+
+    def _log(self, job: Job) -> Path:
+        return self.layout.job_dir(job.account_id, job.job_id) / "worker.log"
+
+    def _start_queued(self) -> None:
+        while not self._stopping.is_set():
+            with self.store.session() as session:
+                running = session.scalar(
+                    select(func.count()).select_from(Job).where(Job.state.in_(ACTIVE_JOB_STATES))
+                )
+                if running >= self.max_running:
+                    return
+                job = session.scalars(
+                    select(Job)
+                    .where(Job.state == "JOB_STATE_PENDING")
+                    .order_by(Job.queued_at, Job.seq)
+                    .limit(1)
+                ).first()
+                if job is None:
+                    return
+                job.state = "JOB_STATE_VALIDATING"
+                job.status_message = "validating inputs"
+                job.heartbeat_at = job.update_time = time.time()
+                job.worker_pid = self._spawn(job).pid
+
+    def _spawn(self, job: Job) -> subprocess.Popen:
+        log_path = self._log(job)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    WORKER_MODULE,
+                    "--job-seq",
+                    str(job.seq),
+                    "--state-dir",
+                    str(self.layout.root),
+                ],
+                cwd=log_path.parent,
+                env=clean_environment(**{DATABASE_URL_ENV: self.store.url, "PYTHONUNBUFFERED": "1"}),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        self._children[job.seq] = process
+        return process

@@ -1,0 +1,280 @@
+"""Request bodies the local backend accepts, in Fireworks' camelCase, and the defaults it applies.
+
+Unknown fields are refused (400 naming the field); output-only fields a client may send back (`name`, `state`...)
+are ignored. Defaults follow the Fireworks RFT docs and are echoed by GET, as the hosted service does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from rftlab.server.errors import invalid
+
+RESOURCE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+RESOURCE_ID_RULE = "lowercase letters, digits and '-', starting with a letter, at most 63 characters"
+
+DEFAULT_KL_BETA = {"GRPO": 0.001, "DAPO": 0.0, "GSPO_TOKEN": 0.0}
+LOSS_METHOD_SPELLINGS = {
+    "grpo": "GRPO",
+    "dapo": "DAPO",
+    "gspo-token": "GSPO_TOKEN",
+    "gspo_token": "GSPO_TOKEN",
+    "method_unspecified": "GRPO",
+}
+
+JOB_OUTPUT_ONLY_FIELDS = (
+    "name",
+    "state",
+    "status",
+    "createTime",
+    "updateTime",
+    "completedTime",
+    "createdBy",
+    "jobProgress",
+    "outputMetrics",
+    "outputStats",
+    "acceleratorSeconds",
+    "trainerLogsSignedUrl",
+)
+
+
+class Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class TrainingConfig(Camel):
+    base_model: str | None = None
+    warm_start_from: str | None = None
+    output_model: str | None = None
+    jinja_template: str | None = None
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    max_context_length: int = Field(8192, ge=16)
+    lora_rank: int = 8
+    epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(32768, ge=16)
+    batch_size_samples: int = Field(0, ge=0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate_warmup_steps: int = Field(0, ge=0)
+    optimizer_weight_decay: float = Field(0.01, ge=0)
+    sampler_checkpoint_save_interval_steps: int | None = Field(None, ge=0)
+    region: str | None = None
+
+    @field_validator("lora_rank")
+    @classmethod
+    def _power_of_two(cls, rank: int) -> int:
+        if rank < 1 or rank > 256 or rank & (rank - 1):
+            raise ValueError("must be a power of two between 1 and 256")
+        return rank
+
+    @model_validator(mode="after")
+    def _one_starting_point(self) -> TrainingConfig:
+        if bool(self.base_model) == bool(self.warm_start_from):
+            raise ValueError("set exactly one of trainingConfig.baseModel and trainingConfig.warmStartFrom")
+        return self
+
+
+class InferenceParameters(Camel):
+    max_output_tokens: int | None = Field(None, ge=1, le=65536)
+    temperature: float = Field(0.7, gt=0, le=10)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(40, ge=0)
+    response_candidates_count: int | None = Field(None, ge=2, le=256)
+    extra_body: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=65536, alias="maxTokens")
+    """Legacy name of maxOutputTokens."""
+    n: int | None = Field(None, ge=2, le=256, alias="n")
+    """Legacy name of responseCandidatesCount."""
+
+    @field_validator("extra_body", mode="before")
+    @classmethod
+    def _json_object_string(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return json.dumps(value)
+        if isinstance(value, str) and value:
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"must be a JSON object in a string: {error}") from None
+            if not isinstance(parsed, dict):
+                raise ValueError('must be a JSON object in a string, e.g. "{\\"stop\\": [\\"\\\\n\\"]}"')
+        return value or None
+
+    @model_validator(mode="after")
+    def _fold_legacy_names(self) -> InferenceParameters:
+        for legacy, current in (("max_tokens", "max_output_tokens"), ("n", "response_candidates_count")):
+            old, new = getattr(self, legacy), getattr(self, current)
+            if old is not None and new is not None and old != new:
+                raise ValueError(
+                    f"{to_camel(legacy)} (legacy) and {to_camel(current)} disagree ({old} vs {new})"
+                )
+            setattr(self, current, new if new is not None else old)
+            setattr(self, legacy, None)
+        if self.max_output_tokens is None:
+            self.max_output_tokens = 2048
+        if self.response_candidates_count is None:
+            self.response_candidates_count = 8
+        return self
+
+
+class DpoConfig(Camel):
+    beta: float | None = None
+
+
+class LossConfig(Camel):
+    method: str = "GRPO"
+    kl_beta: float | None = Field(None, ge=0)
+    dpo: DpoConfig | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        canonical = LOSS_METHOD_SPELLINGS.get(method.lower(), method.upper())
+        if canonical not in DEFAULT_KL_BETA:
+            raise ValueError("must be one of GRPO, DAPO, GSPO_TOKEN (or grpo, dapo, gspo-token)")
+        return canonical
+
+    @model_validator(mode="after")
+    def _kl_only_for_grpo(self) -> LossConfig:
+        if self.kl_beta and self.method != "GRPO":
+            raise ValueError(f"klBeta must be 0/unset when method is {self.method}")
+        if not self.kl_beta:  # 0 and unset both mean the method's default, as on Fireworks
+            self.kl_beta = DEFAULT_KL_BETA[self.method]
+        return self
+
+
+class WandbConfig(Camel):
+    enabled: bool = False
+    api_key: str | None = None
+    project: str | None = None
+    entity: str | None = None
+    run_id: str | None = None
+    url: str | None = None
+
+
+class AwsS3Config(Camel):
+    credentials_secret: str | None = None
+    iam_role_arn: str | None = None
+
+
+class AzureBlobStorageConfig(Camel):
+    credentials_secret: str | None = None
+    managed_identity_client_id: str | None = None
+    tenant_id: str | None = None
+
+
+class JobRequest(Camel):
+    dataset: str
+    evaluator: str
+    display_name: str | None = None
+    evaluation_dataset: str | None = None
+    eval_auto_carveout: bool = False
+    training_config: TrainingConfig
+    inference_parameters: InferenceParameters = Field(default_factory=InferenceParameters)
+    loss_config: LossConfig = Field(default_factory=LossConfig)
+    chunk_size: int = 200
+    node_count: int = Field(1, ge=1)
+    max_concurrent_rollouts: int = Field(96, ge=1)
+    max_concurrent_evaluations: int = Field(96, ge=1)
+    max_inference_replica_count: int = Field(1, ge=1)
+    mcp_server: str | None = None
+    reservation_target: str | None = None
+    wandb_config: WandbConfig | None = None
+    aws_s3_config: AwsS3Config | None = None
+    azure_blob_storage_config: AzureBlobStorageConfig | None = None
+
+    @field_validator("chunk_size")
+    @classmethod
+    def _chunk_range(cls, size: int) -> int:
+        if size == 0:
+            return 200
+        if size != -1 and not 1 <= size <= 10_000:
+            raise ValueError("must be 1..10000, or -1 to disable chunking (0 = default 200)")
+        return size
+
+    @field_validator("dataset", "evaluator")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is required")
+        return value
+
+
+def parse_job_request(body: dict[str, Any]) -> JobRequest:
+    return JobRequest.model_validate({k: v for k, v in body.items() if k not in JOB_OUTPUT_ONLY_FIELDS})
+
+
+class DatasetBody(Camel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    display_name: str | None = None
+    format: Literal["FORMAT_UNSPECIFIED", "CHAT", "COMPLETION", "RL"] = "FORMAT_UNSPECIFIED"
+    external_url: str | None = None
+
+
+class DatasetCreate(Camel):
+    dataset_id: str
+    dataset: DatasetBody = Field(default_factory=DatasetBody)
+    source_dataset_id: str | None = None
+    filter: str | None = None
+
+
+class CodeSnippets(Camel):
+    language: str | None = None
+    file_contents: dict[str, str] = Field(default_factory=dict)
+    entry_file: str | None = None
+    entry_func: str | None = None
+
+
+class Criterion(Camel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    type: str | None = None
+    name: str | None = None
+    description: str | None = None
+    code_snippets: CodeSnippets | None = None
+
+
+class EvaluatorBody(Camel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    display_name: str | None = None
+    description: str | None = None
+    entry_point: str | None = None
+    requirements: str | None = None
+    commit_hash: str | None = None
+    default_dataset: str | None = None
+    criteria: list[Criterion] = Field(default_factory=list)
+
+
+class EvaluatorCreate(Camel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    evaluator_id: str | None = None
+    evaluator: EvaluatorBody
+
+
+class UploadEndpointRequest(Camel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    filename_to_size: dict[str, int]
+
+    @field_validator("filename_to_size")
+    @classmethod
+    def _one_file(cls, files: dict[str, int]) -> dict[str, int]:
+        if len(files) != 1:
+            raise ValueError("give exactly one file name and its size in bytes")
+        name, size = next(iter(files.items()))
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"file name {name!r} must be a plain file name")
+        if size < 0:
+            raise ValueError("size must be ≥ 0")
+        return files
+
+
+def check_resource_id(value: str, field: str) -> str:
+    if not RESOURCE_ID_PATTERN.match(value or ""):
+        raise invalid(f"{field}: {value!r} is not a valid id ({RESOURCE_ID_RULE})")
+    return value

@@ -1,0 +1,163 @@
+"""The local backend's database: SQLAlchemy tables and sessions.
+
+SQLite (the default) runs in WAL mode with a busy timeout, and every transaction starts with `BEGIN IMMEDIATE`, so
+concurrent request threads and worker processes queue for the write lock instead of failing on a stale snapshot.
+PostgreSQL works through the same code (`postgresql+psycopg://...`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+ACTIVE_JOB_STATES = ("JOB_STATE_VALIDATING", "JOB_STATE_RUNNING")
+TERMINAL_JOB_STATES = (
+    "JOB_STATE_COMPLETED",
+    "JOB_STATE_FAILED",
+    "JOB_STATE_CANCELLED",
+    "JOB_STATE_EARLY_STOPPED",
+)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    account_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    create_time: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"), index=True)
+    create_time: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Resource(Base):
+    """A dataset, evaluator or model: its Fireworks JSON body plus the columns used to find and order it."""
+
+    __tablename__ = "resources"
+    __table_args__ = (UniqueConstraint("account_id", "kind", "resource_id"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(63), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(63))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    state: Mapped[str] = mapped_column(String(32))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    create_time: Mapped[float] = mapped_column(Float, default=time.time)
+    update_time: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Job(Base):
+    __tablename__ = "rft_jobs"
+    __table_args__ = (UniqueConstraint("account_id", "job_id"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(63), index=True)
+    job_id: Mapped[str] = mapped_column(String(63))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The request with server defaults applied, secrets removed."""
+    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Values accepted on create but never echoed (`wandbConfig.apiKey`)."""
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    status_code: Mapped[str] = mapped_column(String(32), default="OK")
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    output_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    create_time: Mapped[float] = mapped_column(Float, default=time.time)
+    update_time: Mapped[float] = mapped_column(Float, default=time.time)
+    completed_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    queued_at: Mapped[float] = mapped_column(Float, default=time.time)
+    """Queue order: creation time, or the time of the last resume."""
+    worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)
+    """Worker deaths (SIGKILL, server crash) recovered from so far."""
+
+
+class JobMetric(Base):
+    __tablename__ = "rft_job_metrics"
+    job_seq: Mapped[int] = mapped_column(ForeignKey("rft_jobs.seq", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class UploadSlot(Base):
+    """A one-file upload URL handed out by `:getUploadEndpoint`; the token in the URL is its only credential."""
+
+    __tablename__ = "upload_slots"
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(63))
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    received: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        is_sqlite = database_url.startswith("sqlite")
+        connect_args = (
+            {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000} if is_sqlite else {}
+        )
+        self.engine = create_engine(database_url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        if is_sqlite:
+            _configure_sqlite(self.engine)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def sqlite_url(path: str) -> str:
+    return f"sqlite:///{path}"

@@ -1,0 +1,292 @@
+"""One job's worker process: `python -m rftlab.server.worker --job-seq N --state-dir DIR`.
+
+Started by the scheduler with a clean environment (the database URL arrives in `RFTLAB_DATABASE_URL` and is removed
+from the environment at once). It builds the engine's `JobInputs` from the stored job, runs
+`rftlab.engine.job.run_job`, writes every step's metrics and the progress through the store as they arrive, sends a
+heartbeat, and records how the job ended. It dies with the server (PR_SET_PDEATHSIG), so a killed server leaves no
+orphan training; the next start resumes the job from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from rftlab.engine.api import EvaluatorCode, JobFailed, JobInputs, JobOutcome
+from rftlab.server.dataset_check import read_rows
+from rftlab.server.layout import StateLayout
+from rftlab.server.store import Job, JobMetric, Resource, Store
+
+DATABASE_URL_ENV = "RFTLAB_DATABASE_URL"
+HEARTBEAT_INTERVAL_S = 2.0
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    parent = os.getppid()
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the server died before prctl took effect
+        os._exit(1)
+
+
+def finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe metrics: non-finite floats become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+class StoreReporter:
+    """The engine's Reporter, writing straight to the database."""
+
+    def __init__(self, store: Store, job_seq: int) -> None:
+        self.store = store
+        self.job_seq = job_seq
+        self.stop_seen = False
+
+    def _mine(self):
+        return update(Job).where(Job.seq == self.job_seq, Job.worker_pid == os.getpid())
+
+    def step(self, metrics: dict[str, float]) -> None:
+        with self.store.session() as session:
+            session.merge(
+                JobMetric(job_seq=self.job_seq, step=int(metrics["step"]), metrics=finite(dict(metrics)))
+            )
+            session.execute(self._mine().values(update_time=time.time()))
+
+    def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
+        progress = {
+            "percent": max(0, min(100, round(percent))),
+            "epoch": epoch,
+            "step": step,
+            "totalSteps": total_steps,
+            "outputTokens": output_tokens,
+        }
+        with self.store.session() as session:
+            session.execute(self._mine().values(progress=progress, update_time=time.time()))
+
+    def should_stop(self) -> bool:
+        with self.store.session() as session:
+            job = session.get(Job, self.job_seq)
+            stop = job is None or job.cancel_requested
+        self.stop_seen = self.stop_seen or stop
+        return stop
+
+
+def _heartbeat(store: Store, job_seq: int) -> None:
+    while True:
+        time.sleep(HEARTBEAT_INTERVAL_S)
+        try:
+            with store.session() as session:
+                session.execute(
+                    update(Job)
+                    .where(Job.seq == job_seq, Job.worker_pid == os.getpid())
+                    .values(heartbeat_at=time.time())
+                )
+        except Exception as error:  # a busy database must not kill the job; the next beat retries
+            print(f"heartbeat failed: {error}", file=sys.stderr, flush=True)
+
+
+def _wait_until_claimed(store: Store, job_seq: int, timeout_s: float = 30.0) -> Job:
+    """The scheduler records our pid right after starting us; work only once it has."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with store.session() as session:
+            job = session.get(Job, job_seq)
+        if job is None or job.worker_pid == os.getpid():
+            if job is None:
+                raise SystemExit(f"job #{job_seq} no longer exists")
+            return job
+        if time.monotonic() > deadline:
+            raise SystemExit(f"job #{job_seq} was not assigned to this worker (pid {os.getpid()})")
+        time.sleep(0.1)
+
+
+def _resource(store: Store, account_id: str, kind: str, name: str) -> Resource:
+    resource_id = name.rsplit("/", 1)[-1]
+    with store.session() as session:
+        resource = session.scalars(
+            select(Resource).where(
+                Resource.account_id == account_id, Resource.kind == kind, Resource.resource_id == resource_id
+            )
+        ).first()
+    if resource is None:
+        raise JobFailed(f"{name} no longer exists")
+    return resource
+
+
+def build_inputs(store: Store, layout: StateLayout, job: Job, secrets: dict[str, Any]) -> JobInputs:
+    spec = json.loads(json.dumps(job.spec))
+    if secrets.get("wandbApiKey") and spec.get("wandbConfig"):
+        spec["wandbConfig"]["apiKey"] = secrets["wandbApiKey"]
+    account = job.account_id
+
+    def rows(name: str) -> list[dict[str, Any]]:
+        _resource(store, account, "datasets", name)
+        return read_rows(layout.dataset_file(account, name.rsplit("/", 1)[-1]))
+
+    evaluator = _resource(store, account, "evaluators", spec["evaluator"])
+    entry_file, _, entry_func = evaluator.body["entryPoint"].partition("::")
+    training = spec["trainingConfig"]
+    base_model, warm_start_adapter = training.get("baseModel"), None
+    if training.get("warmStartFrom"):
+        start = _resource(store, account, "models", training["warmStartFrom"])
+        base_model, warm_start_adapter = start.body["baseModel"], Path(start.body["adapterPath"])
+    job_dir = layout.job_dir(account, job.job_id)
+    return JobInputs(
+        job=spec,
+        train_rows=rows(spec["dataset"]),
+        eval_rows=rows(spec["evaluationDataset"]) if spec.get("evaluationDataset") else None,
+        evaluator=EvaluatorCode(
+            root=layout.evaluator_code(account, evaluator.resource_id),
+            entry_file=entry_file,
+            entry_func=entry_func,
+        ),
+        base_model=base_model,
+        warm_start_adapter=warm_start_adapter,
+        checkpoint_dir=job_dir / "checkpoints",
+        output_dir=layout.model_dir(account, training["outputModel"].rsplit("/", 1)[-1]),
+    )
+
+
+def _register_model(store: Store, job: Job, inputs: JobInputs) -> None:
+    config_file = inputs.output_dir / "adapter_config.json"
+    if not config_file.is_file():
+        return
+    adapter = json.loads(config_file.read_text())
+    output_name = inputs.job["trainingConfig"]["outputModel"]
+    model_id = output_name.rsplit("/", 1)[-1]
+    body = {
+        "name": output_name,
+        "displayName": model_id,
+        "kind": "HF_PEFT_ADDON",
+        "state": "READY",
+        "status": {"code": "OK", "message": ""},
+        "baseModel": inputs.base_model,
+        "peftDetails": {
+            "baseModel": inputs.base_model,
+            "r": adapter.get("r", inputs.job["trainingConfig"]["loraRank"]),
+            "targetModules": sorted(adapter.get("target_modules") or []),
+        },
+        "fineTuningJob": f"accounts/{job.account_id}/reinforcementFineTuningJobs/{job.job_id}",
+        "adapterPath": str(inputs.output_dir.resolve()),
+        "createdBy": job.account_id,
+    }
+    with store.session() as session:
+        existing = session.scalars(
+            select(Resource).where(
+                Resource.account_id == job.account_id,
+                Resource.kind == "models",
+                Resource.resource_id == model_id,
+            )
+        ).first()
+        if existing is None:
+            session.add(
+                Resource(
+                    account_id=job.account_id,
+                    kind="models",
+                    resource_id=model_id,
+                    display_name=model_id,
+                    state="READY",
+                    body=body,
+                )
+            )
+        else:
+            existing.body, existing.update_time = body, time.time()
+
+
+def _finish(
+    store: Store, job_seq: int, state: str, message: str, code: str = "OK", metrics: dict | None = None
+) -> None:
+    values: dict[str, Any] = {
+        "state": state,
+        "status_code": code,
+        "status_message": message,
+        "worker_pid": None,
+        "heartbeat_at": None,
+        "completed_time": time.time(),
+        "update_time": time.time(),
+    }
+    if metrics is not None:
+        values["output_metrics"] = finite(metrics)
+    with store.session() as session:
+        session.execute(update(Job).where(Job.seq == job_seq, Job.worker_pid == os.getpid()).values(**values))
+
+
+def _set_running(store: Store, job_seq: int) -> bool:
+    """VALIDATING -> RUNNING, unless a cancel arrived meanwhile."""
+    with store.session() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.seq == job_seq, Job.worker_pid == os.getpid(), Job.cancel_requested.is_(False))
+            .values(state="JOB_STATE_RUNNING", status_message="training", update_time=time.time())
+        )
+        return result.rowcount == 1
+
+
+def run(store: Store, layout: StateLayout, job_seq: int) -> None:
+    job = _wait_until_claimed(store, job_seq)
+    threading.Thread(target=_heartbeat, args=(store, job_seq), daemon=True).start()
+    reporter = StoreReporter(store, job_seq)
+    try:
+        inputs = build_inputs(store, layout, job, job.secrets or {})
+        inputs.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if not _set_running(store, job_seq):
+            _finish(store, job_seq, "JOB_STATE_CANCELLED", "cancelled before training started")
+            return
+        from rftlab.engine.job import (
+            run_job,  # heavy (torch); imported once the inputs are known to be usable
+        )
+
+        outcome: JobOutcome = run_job(inputs, reporter)
+    except JobFailed as error:
+        _finish(store, job_seq, "JOB_STATE_FAILED", str(error), code="FAILED_PRECONDITION")
+        return
+    except Exception as error:
+        traceback.print_exc()
+        _finish(
+            store,
+            job_seq,
+            "JOB_STATE_FAILED",
+            f"internal error: {type(error).__name__}: {error}",
+            code="INTERNAL",
+        )
+        return
+    if reporter.stop_seen:
+        _finish(
+            store,
+            job_seq,
+            "JOB_STATE_CANCELLED",
+            "cancelled; the last checkpoint is kept (:resume continues it)",
+        )
+        return
+    _register_model(store, job, inputs)
+    _finish(store, job_seq, outcome.state, outcome.message, metrics=outcome.final_metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rftlab-worker")
+    parser.add_argument("--job-seq", type=int, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    die_with_parent()
+    database_url = os.environ.pop(DATABASE_URL_ENV)
+    store = Store(database_url)
+    run(store, StateLayout(args.state_dir), args.job_seq)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
