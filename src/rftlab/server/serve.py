@@ -40,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the state dir"
     )
-    parser.add_argument("--max-running-jobs", type=int, default=1)
+    parser.add_argument(
+        "--max-running-jobs",
+        type=int,
+        default=1,
+        help="jobs trained at once (0 queues jobs without running them)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop the server running on this state dir")
     parser.add_argument(
         "--add-account", metavar="ID", help="create account ID (if new), print a new API key, exit"
@@ -53,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     layout = StateLayout((args.state_dir or state_dir()).expanduser().resolve())
     if args.stop:
         return stop_server(layout)
-    if args.max_running_jobs < 1:
-        print("rftlab serve: --max-running-jobs must be at least 1", file=sys.stderr)
+    if args.max_running_jobs < 0:
+        print("rftlab serve: --max-running-jobs must be 0 or more", file=sys.stderr)
         return 2
     layout.root.mkdir(parents=True, exist_ok=True)
     database_url = args.database_url or sqlite_url(str(layout.database_path))

@@ -1,0 +1,227 @@
+"""Running the real `rftlab serve` in a subprocess for tests, and small helpers to drive it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from rftlab.auth import read_auth_ini
+from rftlab.paths import ASSETS_DIR
+
+ARITHMETIC_ROWS = ASSETS_DIR / "arithmetic" / "train.jsonl"
+EXACT_MATCH = ASSETS_DIR / "arithmetic" / "exact_match.py"
+TERMINAL_STATES = {
+    "JOB_STATE_COMPLETED",
+    "JOB_STATE_FAILED",
+    "JOB_STATE_CANCELLED",
+    "JOB_STATE_EARLY_STOPPED",
+}
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout_s: float = 180.0, every_s: float = 0.3) -> T:
+    """Poll until `condition()` is truthy and return it; the timeout only keeps a broken run from hanging."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(every_s)
+
+
+@dataclass
+class LocalServer:
+    home: Path
+    state_dir: Path
+    database_url: str | None = None
+    max_running_jobs: int = 1
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.home),
+            "HF_HUB_OFFLINE": "1",
+            "RFTLAB_HOME": str(self.state_dir),
+        }
+
+    def start(self) -> LocalServer:
+        args = ["--port", str(self.port), "--state-dir", str(self.state_dir)]
+        args += ["--max-running-jobs", str(self.max_running_jobs)]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rftlab.server.serve", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill_all() takes the workers with it
+        )
+        wait_for(self._healthy, "the server to answer /healthz", timeout_s=60)
+        return self
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"server exited with {self.process.returncode}: {self.log_tail()}")
+        try:
+            return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_tail(self) -> str:
+        return (self.home / "server.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill_all()
+        self.process = None
+
+    def kill_all(self) -> None:
+        """SIGKILL the server and every process it started."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def local_key(self) -> str:
+        return read_auth_ini(self.home / ".fireworks" / "profiles" / "rftlab-local" / "auth.ini")["api_key"]
+
+    def add_account(self, account_id: str) -> str:
+        args = [sys.executable, "-m", "rftlab.server.serve", "--state-dir", str(self.state_dir)]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        result = subprocess.run(
+            [*args, "--add-account", account_id], env=self.env, capture_output=True, text=True, check=True
+        )
+        return result.stdout.strip()
+
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        key = api_key or self.local_key()
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def arithmetic_jsonl(rows: int) -> bytes:
+    with ARITHMETIC_ROWS.open("rb") as lines:
+        return b"".join(next(lines) for _ in range(rows))
+
+
+def upload_dataset(client: httpx.Client, account: str, dataset_id: str, content: bytes) -> httpx.Response:
+    created = client.post(f"/v1/accounts/{account}/datasets", json={"datasetId": dataset_id, "dataset": {}})
+    assert created.status_code == 200, created.text
+    return client.post(
+        f"/v1/accounts/{account}/datasets/{dataset_id}:upload", files={"file": ("rows.jsonl", content)}
+    )
+
+
+def create_evaluator(client: httpx.Client, account: str, evaluator_id: str, code: str | None = None) -> dict:
+    body = {
+        "evaluatorId": evaluator_id,
+        "evaluator": {
+            "criteria": [
+                {
+                    "type": "CODE_SNIPPETS",
+                    "codeSnippets": {
+                        "language": "python",
+                        "fileContents": {"exact_match.py": code or EXACT_MATCH.read_text()},
+                        "entryFile": "exact_match.py",
+                        "entryFunc": "evaluate",
+                    },
+                }
+            ]
+        },
+    }
+    response = client.post(f"/v1/accounts/{account}/evaluatorsV2", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def small_job(dataset: str, evaluator: str, **overrides: Any) -> dict:
+    """A job of a few quick steps on the tiny model: 8 rows per chunk, 4 candidates, 8 tokens."""
+    body: dict[str, Any] = {
+        "dataset": dataset,
+        "evaluator": evaluator,
+        "trainingConfig": {"baseModel": "tiny-arith", "learningRate": 0.002, "loraRank": 8, "epochs": 1},
+        "inferenceParameters": {"responseCandidatesCount": 4, "maxOutputTokens": 8, "temperature": 1.0},
+        "chunkSize": 8,
+    }
+    for key, value in overrides.items():
+        body[key] = {**body[key], **value} if isinstance(value, dict) and key in body else value
+    return body
+
+
+def job_state(client: httpx.Client, account: str, job_id: str) -> dict:
+    response = client.get(f"/v1/accounts/{account}/reinforcementFineTuningJobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def job_metrics(client: httpx.Client, account: str, job_id: str) -> list[dict]:
+    response = client.get(f"/v1/accounts/{account}/reinforcementFineTuningJobs/{job_id}/metrics")
+    assert response.status_code == 200, response.text
+    return response.json()["metrics"]
+
+
+def output_metrics(job: dict) -> dict:
+    return json.loads(job["outputMetrics"])
+
+
+POSTGRES_URL_ENV = "RFTLAB_TEST_POSTGRES_URL"
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server named by $RFTLAB_TEST_POSTGRES_URL (the test is skipped
+    when it is unset), dropped afterwards."""
+    import pytest
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base_url = os.environ.get(POSTGRES_URL_ENV)
+    if not base_url:
+        pytest.skip(
+            f"{POSTGRES_URL_ENV} is unset: start a server with `bash scripts/start_postgres.sh` and export it"
+        )
+    name = f"rftlab_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
