@@ -42,7 +42,8 @@ class JobInputs:
 
 @dataclass
 class JobOutcome:
-    state: Literal["JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"]
+    state: Literal["JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED", "JOB_STATE_CANCELLED"]
+    """CANCELLED when `Reporter.should_stop()` turned true: the last checkpoint holds everything done so far."""
     message: str = ""
     final_metrics: dict[str, float] = field(default_factory=dict)
     """Includes `eval_reward_before` and `eval_reward_after` when an eval set exists."""

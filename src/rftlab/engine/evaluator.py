@@ -1,0 +1,167 @@
+"""The user's evaluator, run in a pool of separate worker processes.
+
+Each worker process (evaluator_worker.py) serves one call at a time; a thread per worker slot waits on it, so
+several calls run at once and the caller keeps generating while they do. A call that raises, outlives its
+timeout (its process is killed), crashes its process, or returns a non-finite, out-of-range or self-declared
+invalid score yields an invalid `Score`, never an exception. Workers get an environment without the server's
+secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import queue
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rftlab.engine.api import EvaluatorCode, JobFailed
+
+WORKER_SCRIPT = Path(__file__).with_name("evaluator_worker.py")
+SECRET_ENV_PREFIXES = ("FIREWORKS_", "WANDB_", "RFTLAB_", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+SECRET_ENV_MARKERS = ("API_KEY", "SECRET", "PASSWORD", "TOKEN")
+
+
+@dataclass(frozen=True)
+class Score:
+    value: float | None
+    """The reward in [0, 1]; None when the rollout is invalid."""
+    reason: str = ""
+    error: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.value is not None
+
+
+def worker_environment() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(SECRET_ENV_PREFIXES)
+        and not any(marker in name for marker in SECRET_ENV_MARKERS)
+    }
+
+
+def checked_score(result: dict[str, Any]) -> Score:
+    value, reason = result["score"], result["reason"]
+    if not result["is_score_valid"]:
+        return Score(None, reason, f"the evaluator marked its score invalid: {reason or 'no reason given'}")
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        return Score(None, reason, f"the evaluator returned score {value!r}, outside [0, 1]")
+    return Score(value, reason, metrics=result["metrics"])
+
+
+class _Worker:
+    def __init__(self, code: EvaluatorCode):
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER_SCRIPT), str(code.root), code.entry_file, code.entry_func],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=worker_environment(),
+            text=True,
+            bufsize=1,
+        )
+
+    def wait_ready(self) -> None:
+        line = self.process.stdout.readline()
+        answer = json.loads(line) if line else {"ready": False, "error": "the worker process exited at start"}
+        if not answer["ready"]:
+            self.kill()
+            raise JobFailed(f"the evaluator cannot be loaded: {answer['error']}")
+
+    def call(self, payload: str, timeout_s: float) -> Score:
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            self.process.kill()
+
+        timer = threading.Timer(timeout_s, expire)
+        timer.start()
+        try:
+            self.process.stdin.write(payload)
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        finally:
+            timer.cancel()
+        if not line:
+            self.kill()
+            if expired.is_set():
+                return Score(None, error=f"the evaluator call timed out after {timeout_s:g} s")
+            return Score(None, error=f"the evaluator process died (exit code {self.process.returncode})")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            return Score(None, error=answer["error"])
+        return checked_score(answer["result"])
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+class EvaluatorPool:
+    """`submit(messages, ground_truth, fields)` -> Future[Score]; `concurrency` calls run at once."""
+
+    def __init__(self, code: EvaluatorCode, concurrency: int, timeout_s: float):
+        self.code, self.timeout_s = code, timeout_s
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="evaluator")
+        workers = [_Worker(code) for _ in range(concurrency)]
+        try:
+            for worker in workers:
+                worker.wait_ready()
+        except JobFailed:
+            for worker in workers:
+                worker.kill()
+            raise
+        for worker in workers:
+            self._idle.put(worker)
+        self._closed = False
+
+    def submit(
+        self, messages: list[dict[str, Any]], ground_truth: Any, fields: dict[str, Any]
+    ) -> Future[Score]:
+        payload = json.dumps({"messages": messages, "ground_truth": ground_truth, "fields": fields}) + "\n"
+        return self._threads.submit(self._run, payload)
+
+    def _run(self, payload: str) -> Score:
+        worker = self._idle.get()
+        try:
+            if not worker.alive():
+                worker = _Worker(self.code)
+                worker.wait_ready()
+            return worker.call(payload, self.timeout_s)
+        finally:
+            self._idle.put(worker)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._threads.shutdown(wait=True, cancel_futures=True)
+        while not self._idle.empty():
+            self._idle.get().kill()
+
+    def __enter__(self) -> EvaluatorPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

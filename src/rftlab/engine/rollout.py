@@ -1,0 +1,128 @@
+"""Sampling completions: chat-template rendering and batched generation with a KV cache.
+
+`Sampler` is the seam between the engine and whatever generates: `HFSampler` runs Hugging Face `generate`
+(batched, left-padded, KV cache) on the policy itself, so the weights it samples with are always current.
+Each completion keeps its token ids and their log-probabilities under the sampling temperature (before top-k /
+top-p truncation), which the update uses as the old policy's log-probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rftlab.engine.settings import SamplingParams
+
+
+@dataclass
+class Completion:
+    prompt_index: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str
+    """"stop" (eos or a stop string) or "length"."""
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> list[int]:
+    text = tokenizer.apply_chat_template(
+        row["messages"], tools=row.get("tools"), add_generation_prompt=True, tokenize=False
+    )
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+class Sampler(Protocol):
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[Completion]]:
+        """Completions for `prompts` (token ids), yielded batch by batch as each batch finishes."""
+
+
+class HFSampler:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[Completion]]:
+        for start in range(0, len(prompts), self.batch_size):
+            yield self._generate_batch(prompts[start : start + self.batch_size], start, params)
+
+    @torch.no_grad()
+    def _generate_batch(
+        self, prompts: list[list[int]], offset: int, params: SamplingParams
+    ) -> list[Completion]:
+        device = self.model.device
+        width = max(len(ids) for ids in prompts)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids_B_P = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        attention_mask_B_P = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, ids in enumerate(prompts):
+            input_ids_B_P[i, width - len(ids) :] = torch.tensor(ids)
+            attention_mask_B_P[i, width - len(ids) :] = 1
+        sampling = (
+            {"do_sample": False}
+            if params.greedy
+            else {
+                "do_sample": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "top_k": params.top_k,
+            }
+        )
+        was_training = self.model.training
+        self.model.eval()
+        output = self.model.generate(
+            input_ids=input_ids_B_P.to(device),
+            attention_mask=attention_mask_B_P.to(device),
+            max_new_tokens=params.max_output_tokens,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=pad_id,
+            stop_strings=list(params.stop) or None,
+            tokenizer=self.tokenizer if params.stop else None,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **sampling,
+        )
+        self.model.train(was_training)
+        new_ids_B_T = output.sequences[:, width:].cpu()
+        logits_B_T_V = torch.stack(output.logits, dim=1).float()
+        temperature = 1.0 if params.greedy else params.temperature
+        logprobs_B_T = (
+            torch.log_softmax(logits_B_T_V / temperature, dim=-1)
+            .gather(-1, new_ids_B_T.to(logits_B_T_V.device).unsqueeze(-1))
+            .squeeze(-1)
+            .cpu()
+        )
+        return [
+            self._finish(offset + i, prompts[i], new_ids_B_T[i].tolist(), logprobs_B_T[i].tolist(), params)
+            for i in range(len(prompts))
+        ]
+
+    def _finish(
+        self,
+        index: int,
+        prompt_ids: list[int],
+        new_ids: list[int],
+        logprobs: list[float],
+        params: SamplingParams,
+    ) -> Completion:
+        """Cut the generated tokens at eos (kept: the model learns to stop) or after a stop string (the text
+        the evaluator sees leaves the stop string out, as OpenAI-style APIs do)."""
+        eos = self.tokenizer.eos_token_id
+        for end, token in enumerate(new_ids, start=1):
+            if token == eos:
+                kept = new_ids[:end]
+                return Completion(index, prompt_ids, kept, logprobs[:end], self._text(kept), "stop")
+            if params.stop:
+                text = self._text(new_ids[:end])
+                hits = [text.find(stop) for stop in params.stop if stop in text]
+                if hits:
+                    return Completion(
+                        index, prompt_ids, new_ids[:end], logprobs[:end], text[: min(hits)], "stop"
+                    )
+        return Completion(index, prompt_ids, new_ids, logprobs, self._text(new_ids), "length")
+
+    def _text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,128 @@
+"""The policy update: a LoRA adapter (PEFT) trained with AdamW on packed micro-batches.
+
+The trainer knows nothing about rollouts or rewards: it takes micro-batches carrying tokens, old log-probs and
+advantages, and takes one optimizer step per `gradient_accumulation_steps` of them, normalising the loss by the
+step's token count (token-level mean).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel
+
+from rftlab.engine.algo import loss_spec, policy_loss_N
+from rftlab.engine.packing import MicroBatch
+from rftlab.engine.settings import TrainingSettings
+
+MAX_GRAD_NORM = 1.0
+FINAL_LR_FACTOR = 0.1
+
+
+def attach_adapter(base: PreTrainedModel, rank: int, warm_start: Path | None) -> PeftModel:
+    """LoRA on every linear layer of `base` (alpha = 2 x rank), or the adapter saved at `warm_start`."""
+    if warm_start is not None:
+        return PeftModel.from_pretrained(base, warm_start, is_trainable=True)
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", bias="none"
+    )
+    return get_peft_model(base, config)
+
+
+def lr_factor(step: int, warmup_steps: int, planned_steps: int) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to FINAL_LR_FACTOR at `planned_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, planned_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class StepStats:
+    loss: float
+    kl: float
+    clip_fraction: float
+    entropy: float
+    grad_norm: float
+    learning_rate: float
+    tokens: int
+
+
+class Trainer:
+    def __init__(self, model: PeftModel, settings: TrainingSettings, temperature: float, planned_steps: int):
+        self.model, self.settings, self.temperature = model, settings, temperature
+        self.spec = loss_spec(settings.loss_method, settings.kl_beta)
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, settings.warmup_steps, planned_steps)
+        )
+
+    def train(self, microbatches: list[MicroBatch]) -> list[StepStats]:
+        per_step = self.settings.gradient_accumulation_steps
+        return [self.step(microbatches[i : i + per_step]) for i in range(0, len(microbatches), per_step)]
+
+    def step(self, microbatches: list[MicroBatch]) -> StepStats:
+        self.model.train()
+        total_tokens = sum(batch.token_count for batch in microbatches)
+        loss_sum = kl_sum = entropy_sum = 0.0
+        clipped = 0
+        for batch in microbatches:
+            logprobs_N, entropy_N = self._logprobs(batch, with_entropy=True)
+            ref_logprobs_N = None
+            if self.spec.kl_beta > 0:
+                with torch.no_grad(), self.model.disable_adapter():
+                    ref_logprobs_N, _ = self._logprobs(batch, with_entropy=False)
+            device = logprobs_N.device
+            loss_N, kl_N, is_clipped_N = policy_loss_N(
+                self.spec,
+                logprobs_N,
+                batch.old_logprobs_N.to(device),
+                batch.advantages_N.to(device),
+                batch.sequence_ids_N.to(device),
+                batch.sequence_count,
+                ref_logprobs_N,
+            )
+            (loss_N.sum() / total_tokens).backward()
+            loss_sum += loss_N.sum().item()
+            kl_sum += kl_N.sum().item()
+            entropy_sum += entropy_N.sum().item()
+            clipped += int(is_clipped_N.sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, MAX_GRAD_NORM)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepStats(
+            loss=loss_sum / total_tokens,
+            kl=kl_sum / total_tokens,
+            clip_fraction=clipped / total_tokens,
+            entropy=entropy_sum / total_tokens,
+            grad_norm=float(grad_norm),
+            learning_rate=learning_rate,
+            tokens=total_tokens,
+        )
+
+    def _logprobs(self, batch: MicroBatch, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probabilities of the trained tokens under the sampling temperature (and their entropy)."""
+        device = self.model.device
+        logits_R_L_V = self.model(
+            input_ids=batch.input_ids_R_L.to(device),
+            position_ids=batch.position_ids_R_L.to(device),
+            use_cache=False,
+        ).logits
+        logits_N_V = logits_R_L_V.flatten(0, 1)[batch.predict_at_N.to(device)].float() / self.temperature
+        all_logprobs_N_V = torch.log_softmax(logits_N_V, dim=-1)
+        logprobs_N = all_logprobs_N_V.gather(-1, batch.targets_N.to(device).unsqueeze(-1)).squeeze(-1)
+        entropy_N = None
+        if with_entropy:
+            with torch.no_grad():
+                entropy_N = -(all_logprobs_N_V.exp() * all_logprobs_N_V).sum(-1)
+        return logprobs_N, entropy_N
