@@ -1,4 +1,5 @@
-"""Carry out a composed launch: record every plan, then print it (dry run) or submit it (`rftlab.submit`)."""
+"""Carry out a composed launch: record every plan, then print it (dry run) or submit it and, with wait=true,
+follow it to the end."""
 
 from __future__ import annotations
 
@@ -105,7 +106,37 @@ def run(composed: Composed) -> int:
     if dry:
         print_dry_run(dry, composed.multirun)
     if live:
-        from rftlab.submit import submit_all
+        status = max(status, submit_and_follow(live, composed.multirun))
+    return status
 
-        status = max(status, submit_all(live))
+
+def submit_and_follow(runs: list[tuple[Plan, RunRecord]], multirun: bool) -> int:
+    import httpx
+
+    from rftlab.auth import CredentialsError
+    from rftlab.client import ApiError
+    from rftlab.connect import Clients
+    from rftlab.follow import follow
+    from rftlab.server.daemon import LocalServerError
+    from rftlab.submit import as_json, describe, submit_all
+
+    spec = runs[0][0].spec
+    with Clients() as clients:
+        try:
+            results = submit_all(runs, clients)
+        except (CredentialsError, LocalServerError, ApiError, httpx.HTTPError) as err:
+            echo(f"submission failed: {err}", err=True)
+            return 1
+        if spec.output == "json":
+            payload = as_json(results)
+            echo(json.dumps(payload if multirun else payload[0], indent=2))
+        for result in results:
+            if result.outcome == "failed":
+                echo(describe(result), err=True)
+            elif spec.output != "json" and not spec.quiet:
+                echo(describe(result))
+        status = 1 if any(r.outcome == "failed" for r in results) else 0
+        to_follow = [r.record for r in results if r.outcome != "failed" and r.plan.spec.wait]
+        if to_follow:
+            status = max(status, follow(to_follow, clients, spec.backend.poll_interval_s, quiet=spec.quiet))
     return status

@@ -157,5 +157,5 @@ def find_runs(root: Path) -> list[RunRecord]:
 
 def latest_launch(outputs: Path) -> Path | None:
     """The most recent launch folder under `outputs` (folders are named by date and time)."""
-    launches = sorted({run.path.parent for run in find_runs(outputs)}, key=lambda p: (p.parent.name, p.name))
+    launches = sorted({run.path.parent for run in find_runs(outputs)}, key=str)
     return launches[-1] if launches else None

@@ -1,0 +1,104 @@
+"""Follow jobs to their end with a live progress display; record each state change, the final job and metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from rftlab.client import ApiError
+from rftlab.connect import Clients
+from rftlab.records import TERMINAL_STATES, RunRecord
+
+GOOD_END_STATES = frozenset({"JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"})
+
+
+def short_state(state: str | None) -> str:
+    return (state or "?").removeprefix("JOB_STATE_").lower()
+
+
+def final_metrics(job: dict[str, Any]) -> dict[str, Any]:
+    """`outputMetrics` is a JSON string of the job's final metrics dict."""
+    raw = job.get("outputMetrics")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def describe_progress(job: dict[str, Any], metrics: list[dict[str, Any]], with_state: bool = True) -> str:
+    parts = [short_state(job.get("state"))] if with_state else []
+    progress = job.get("jobProgress") or {}
+    if metrics:
+        last = metrics[-1]
+        parts.append(f"step {last.get('step', len(metrics))}")
+        if "reward_mean" in last:
+            parts.append(f"reward {last['reward_mean']:.3f}")
+    elif progress.get("epoch") is not None:
+        parts.append(f"epoch {progress['epoch']}")
+    final = final_metrics(job)
+    if "eval_reward_before" in final and "eval_reward_after" in final:
+        parts.append(f"eval {final['eval_reward_before']:.3f} -> {final['eval_reward_after']:.3f}")
+    message = (job.get("status") or {}).get("message")
+    if job.get("state") == "JOB_STATE_FAILED" and message:
+        parts.append(message)
+    return ", ".join(parts)
+
+
+def refresh(record: RunRecord, clients: Clients) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """GET the job (and its metrics) and record them; metrics.json is written once the job has ended."""
+    client = clients.for_record(record)
+    job = client.get_job(record.job_id)
+    record.write_job(job)
+    try:
+        metrics = client.job_metrics(record.job_id)
+    except ApiError:
+        metrics = []
+    if job.get("state") in TERMINAL_STATES:
+        record.write_metrics(metrics)
+    return job, metrics
+
+
+def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, quiet: bool = False) -> int:
+    """Poll every job until all have ended. Exit status 0 when all completed (or stopped early), else 1."""
+    console = Console(file=sys.stderr)
+    states: dict[str, str] = {}
+    progress = Progress(
+        TextColumn("{task.fields[job]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        disable=quiet,
+    )
+    tasks: dict[str, TaskID] = {r.job_id: progress.add_task("", total=100, job=r.job_id) for r in records}
+    pending = list(records)
+    with progress:
+        while pending:
+            for record in list(pending):
+                try:
+                    job, metrics = refresh(record, clients)
+                except ApiError as err:
+                    progress.update(tasks[record.job_id], description=f"unreachable: {err.message}")
+                    continue
+                state = job.get("state", "")
+                percent = (job.get("jobProgress") or {}).get("percent") or 0
+                if state in GOOD_END_STATES:
+                    percent = 100
+                progress.update(
+                    tasks[record.job_id], completed=percent, description=describe_progress(job, metrics)
+                )
+                if state in TERMINAL_STATES:
+                    states[record.job_id] = state
+                    pending.remove(record)
+            if pending:
+                time.sleep(poll_interval_s)
+    return 0 if all(state in GOOD_END_STATES for state in states.values()) else 1

@@ -1,0 +1,207 @@
+"""The verbs beside `launch`, working from run records: relaunch, status, wait, cancel, runs.
+
+A DIR argument may be one run folder, a launch (sweep) folder, or a whole outputs/ tree; without one, the latest
+launch under ./outputs is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rftlab.records import RunRecord, find_runs, latest_launch
+from rftlab.redact import redact_text
+
+OUTPUTS = Path("outputs")
+
+
+def _console() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(redact_text(message) + "\n")
+    return 1
+
+
+def _runs_in(target: str | None) -> list[RunRecord]:
+    root = Path(target) if target else latest_launch(OUTPUTS)
+    if root is None:
+        raise SystemExit(_fail("rftlab: no runs under ./outputs; pass a run or sweep folder"))
+    if not root.exists():
+        raise SystemExit(_fail(f"rftlab: {root}: no such folder"))
+    runs = find_runs(root)
+    if not runs:
+        raise SystemExit(_fail(f"rftlab: {root}: no run records (folders with request.json) here"))
+    return runs
+
+
+def _submitted(runs: list[RunRecord]) -> list[RunRecord]:
+    return [run for run in runs if not (run.read_json("meta.json") or {}).get("dry_run")]
+
+
+def relaunch(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rftlab relaunch",
+        description="Render a recorded run's config again; submit it when the request is byte-identical to the "
+        "recorded request.json (a changed dataset or evaluator file changes the request and is refused).",
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
+    parser.add_argument("--wait", action="store_true", help="follow the job to its end")
+    parser.add_argument("--output", choices=["text", "json", "flag"], default=None)
+    args = parser.parse_args(argv)
+
+    from rftlab import launch
+    from rftlab.hydra_app import Composed, claim_launch_dir, new_launch
+    from rftlab.plan import build_plan
+    from rftlab.spec import SpecError
+
+    record = RunRecord(args.run_dir)
+    if not record.exists():
+        return _fail(f"rftlab relaunch: {args.run_dir} holds no request.json; pass a run folder")
+    config = record.read_config()
+    config.update(dry_run=args.dry_run, wait=args.wait or config.get("wait", False))
+    if args.output:
+        config["output"] = args.output
+    meta = record.read_json("meta.json") or {}
+    try:
+        plan = build_plan(config, Path.cwd(), meta.get("overrides", []))
+    except SpecError as err:
+        return _fail(f"rftlab relaunch: the recorded config no longer validates:\n{err}")
+    recorded, rendered = record.request_text(), redact_text(plan.request_json())
+    if rendered != recorded:
+        diff = difflib.unified_diff(
+            recorded.splitlines(), rendered.splitlines(), "recorded request.json", "rendered now", lineterm=""
+        )
+        return _fail(
+            "rftlab relaunch: the request differs from the record (inputs changed?):\n" + "\n".join(diff)
+        )
+    new_launch()
+    composed = Composed(launch_dir=Path(claim_launch_dir(str(OUTPUTS))), cwd=Path.cwd(), plans=[plan])
+    return launch.run(composed)
+
+
+def _refresh_rows(runs: list[RunRecord], refresh: bool) -> Table:
+    from rftlab.client import ApiError
+    from rftlab.connect import Clients
+    from rftlab.follow import describe_progress, final_metrics, short_state
+    from rftlab.follow import refresh as refresh_run
+
+    table = Table("job", "state", "progress", "eval before -> after", "output model", "record")
+    with Clients() as clients:
+        for run in runs:
+            meta = run.read_json("meta.json") or {}
+            if meta.get("dry_run"):
+                table.add_row(run.job_id, "dry run", "", "", "", str(run.path))
+                continue
+            job, metrics = run.read_json("job.json") or {}, []
+            if refresh:
+                try:
+                    job, metrics = refresh_run(run, clients)
+                except ApiError as err:
+                    table.add_row(run.job_id, "unreachable", err.message, "", "", str(run.path))
+                    continue
+            final = final_metrics(job)
+            evals = (
+                f"{final['eval_reward_before']:.3f} -> {final['eval_reward_after']:.3f}"
+                if "eval_reward_before" in final and "eval_reward_after" in final
+                else ""
+            )
+            percent = (job.get("jobProgress") or {}).get("percent")
+            progress = f"{percent:.0f}% " if percent is not None else ""
+            output_model = (job.get("trainingConfig") or {}).get("outputModel", "")
+            table.add_row(
+                run.job_id,
+                short_state(job.get("state")),
+                progress + describe_progress(job, metrics, with_state=False),
+                evals,
+                output_model,
+                str(run.path),
+            )
+    return table
+
+
+def status(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rftlab status", description="A table of runs, refreshed from the backend."
+    )
+    parser.add_argument("dir", nargs="?", help="a run, launch or sweep folder (default: the latest launch)")
+    parser.add_argument("--no-refresh", action="store_true", help="show the recorded state; contact nothing")
+    args = parser.parse_args(argv)
+    _console().print(_refresh_rows(_runs_in(args.dir), refresh=not args.no_refresh))
+    return 0
+
+
+def wait(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rftlab wait", description="Follow runs until they end; record the final job and its metrics."
+    )
+    parser.add_argument("dir", nargs="?", help="a run, launch or sweep folder (default: the latest launch)")
+    parser.add_argument("--poll", type=float, default=2.0, help="seconds between refreshes")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    from rftlab.connect import Clients
+    from rftlab.follow import follow
+
+    runs = _submitted(_runs_in(args.dir))
+    if not runs:
+        return _fail("rftlab wait: only dry runs here; nothing was submitted")
+    with Clients() as clients:
+        code = follow(runs, clients, args.poll, quiet=args.quiet)
+    if not args.quiet:
+        _console().print(_refresh_rows(runs, refresh=False))
+    return code
+
+
+def cancel(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rftlab cancel", description="Cancel the unfinished jobs of runs.")
+    parser.add_argument("dirs", nargs="+", help="run, launch or sweep folders")
+    args = parser.parse_args(argv)
+
+    from rftlab.client import ApiError
+    from rftlab.connect import Clients
+    from rftlab.follow import short_state
+
+    code = 0
+    with Clients() as clients:
+        for target in args.dirs:
+            for run in _submitted(_runs_in(target)):
+                if run.is_terminal():
+                    print(f"{run.job_id}: already {short_state(run.state)}")
+                    continue
+                try:
+                    job = clients.for_record(run).cancel_job(run.job_id)
+                except ApiError as err:
+                    code = _fail(f"{run.job_id}: {err.message}")
+                    continue
+                run.write_job(job)
+                print(f"{run.job_id}: {short_state(job.get('state'))}")
+    return code
+
+
+def runs(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rftlab runs", description="Recent runs and their recorded states.")
+    parser.add_argument("dir", nargs="?", default=str(OUTPUTS), help="an outputs folder (default: ./outputs)")
+    parser.add_argument("--limit", type=int, default=20)
+    args = parser.parse_args(argv)
+
+    from rftlab.follow import short_state
+
+    found = find_runs(Path(args.dir)) if Path(args.dir).is_dir() else []
+    table = Table("launch", "job", "state", "model", "overrides")
+    for run in found[-args.limit :]:
+        meta = run.read_json("meta.json") or {}
+        request = run.read_json("request.json") or {}
+        training = request.get("body", {}).get("trainingConfig", {})
+        state = "dry run" if meta.get("dry_run") else short_state(run.state) if run.state else "submitted?"
+        model = training.get("baseModel") or training.get("warmStartFrom") or ""
+        table.add_row(str(run.path.parent), run.job_id, state, model, " ".join(meta.get("overrides", [])))
+    _console().print(table if found else f"no runs under {args.dir}")
+    return 0
