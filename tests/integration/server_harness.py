@@ -225,3 +225,24 @@ def fresh_postgres_database() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def worker_pids(state_dir: Path) -> list[int]:
+    """Live job worker processes of the server using `state_dir`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"rftlab.server.worker" in argv and str(state_dir).encode() in argv and state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+def finished(client: httpx.Client, account: str, job_id: str) -> dict | None:
+    job = job_state(client, account, job_id)
+    return job if job["state"] in TERMINAL_STATES else None

@@ -133,7 +133,7 @@ def upload_dataset(
         "object": "file",
         "bytes": size,
         "filename": file.filename,
-        "createdAt": int(now()),
+        "created_at": int(now()),
     }
 
 

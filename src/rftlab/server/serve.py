@@ -90,8 +90,13 @@ def _run(args: argparse.Namespace, layout: StateLayout, database_url: str, lock:
     app = create_app(store, layout, args.max_running_jobs)
     layout.pid_file.write_text(f"{os.getpid()}\n")
     print(f"rftlab serve: http://{args.host}:{args.port} (state: {layout.root})", flush=True)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler installed before it ran: this one
+    # turns it into SystemExit so the cleanup below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    except SystemExit:
+        pass
     finally:
         layout.pid_file.unlink(missing_ok=True)
         store.dispose()

@@ -225,13 +225,16 @@ def _finish(
         session.execute(update(Job).where(Job.seq == job_seq, Job.worker_pid == os.getpid()).values(**values))
 
 
-def _set_running(store: Store, job_seq: int) -> bool:
+def _set_running(store: Store, job: Job) -> bool:
     """VALIDATING -> RUNNING, unless a cancel arrived meanwhile."""
+    message = "training"
+    if job.interruptions:
+        message += f" (resumed from the last checkpoint after {job.interruptions} interruption(s))"
     with store.session() as session:
         result = session.execute(
             update(Job)
-            .where(Job.seq == job_seq, Job.worker_pid == os.getpid(), Job.cancel_requested.is_(False))
-            .values(state="JOB_STATE_RUNNING", status_message="training", update_time=time.time())
+            .where(Job.seq == job.seq, Job.worker_pid == os.getpid(), Job.cancel_requested.is_(False))
+            .values(state="JOB_STATE_RUNNING", status_message=message, update_time=time.time())
         )
         return result.rowcount == 1
 
@@ -243,7 +246,7 @@ def run(store: Store, layout: StateLayout, job_seq: int) -> None:
     try:
         inputs = build_inputs(store, layout, job, job.secrets or {})
         inputs.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        if not _set_running(store, job_seq):
+        if not _set_running(store, job):
             _finish(store, job_seq, "JOB_STATE_CANCELLED", "cancelled before training started")
             return
         from rftlab.engine.job import (
