@@ -7,8 +7,6 @@ import hashlib
 import re
 import secrets
 
-from sqlalchemy import select
-
 from rftlab.auth import auth_ini_path, read_auth_ini, write_auth_ini
 from rftlab.server.store import Account, ApiKey, Store
 
@@ -52,8 +50,3 @@ def ensure_local_account(store: Store) -> None:
     if existing_key and account_for_key(store, existing_key) == LOCAL_ACCOUNT_ID:
         return
     write_auth_ini(profile, create_key(store, LOCAL_ACCOUNT_ID), LOCAL_ACCOUNT_ID)
-
-
-def account_exists(store: Store, account_id: str) -> bool:
-    with store.session() as session:
-        return session.scalar(select(Account.account_id).where(Account.account_id == account_id)) is not None

@@ -157,6 +157,8 @@ class WandbConfig(Camel):
     entity: str | None = None
     run_id: str | None = None
     url: str | None = None
+    mode: Literal["online", "offline"] | None = None
+    """rftlab's local backend only: `offline` writes the W&B run to disk without contacting W&B."""
 
 
 class AwsS3Config(Camel):

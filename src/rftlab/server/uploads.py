@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -107,7 +106,3 @@ def _mark_received(ctx: ServerContext, token: str) -> None:
         slot = session.get(UploadSlot, token)
         if slot is not None:
             slot.received = True
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
