@@ -55,6 +55,19 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
+def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'rw.db'}")
+    new_job(store)
+    with store.session() as writing:
+        writing.add(Resource(account_id="a", kind="datasets", resource_id="new", state="READY", body={}))
+        writing.flush()  # the write lock is held until this block ends
+        with store.reading() as reading:
+            assert reading.scalar(select(func.count()).select_from(Job)) == 1
+            assert reading.scalar(select(func.count()).select_from(Resource)) == 0, (
+                "uncommitted rows stay unseen"
+            )
+
+
 def test_resource_ids_are_unique_per_account_and_kind(store):
     with store.session() as session:
         session.add(Resource(account_id="a", kind="datasets", resource_id="d", state="READY", body={"x": 1}))

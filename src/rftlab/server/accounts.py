@@ -21,7 +21,7 @@ def hash_key(api_key: str) -> str:
 
 
 def account_for_key(store: Store, api_key: str) -> str | None:
-    with store.session() as session:
+    with store.reading() as session:
         row = session.get(ApiKey, hash_key(api_key))
         return row.account_id if row else None
 

@@ -73,13 +73,13 @@ def now() -> float:
     return time.time()
 
 
-def parse_body(model: type[ModelT], body: Any, prefix: str = "") -> ModelT:
+def parse_body(model: type[ModelT], body: Any) -> ModelT:
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
     try:
         return model.model_validate(body)
     except ValidationError as error:
-        raise invalid(describe_validation_errors(error.errors(), prefix)) from None
+        raise invalid(describe_validation_errors(error.errors())) from None
 
 
 def short_id(name: str, collection: str, account_id: str) -> str:

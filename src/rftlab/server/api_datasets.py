@@ -94,7 +94,7 @@ def list_datasets(
     orderBy: str | None = None,
 ) -> dict:
     page = page_request(pageSize, pageToken, orderBy, set(ORDER_COLUMNS))
-    with ctx.store.session() as session:
+    with ctx.store.reading() as session:
         query = select(Resource).where(Resource.account_id == account_id, Resource.kind == KIND)
         rows, next_token = fetch_page(session, query, page, ORDER_COLUMNS, Resource.seq)
         return {"datasets": [render(r) for r in rows], "nextPageToken": next_token}
@@ -102,7 +102,7 @@ def list_datasets(
 
 @router.get("/datasets/{dataset_id}")
 def get_dataset(dataset_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.session() as session:
+    with ctx.store.reading() as session:
         return render(get_resource(session, account_id, KIND, dataset_id))
 
 

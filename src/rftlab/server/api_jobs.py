@@ -168,7 +168,7 @@ def list_jobs(
     if filter:
         raise invalid("filter: not supported by the local backend; list without it and filter client-side")
     page = page_request(pageSize, pageToken, orderBy, set(ORDER_COLUMNS))
-    with ctx.store.session() as session:
+    with ctx.store.reading() as session:
         query = select(Job).where(Job.account_id == account_id)
         rows, next_token = fetch_page(session, query, page, ORDER_COLUMNS, Job.seq)
         return {"reinforcementFineTuningJobs": [render(job) for job in rows], "nextPageToken": next_token}
@@ -183,13 +183,13 @@ def _job(session: Session, account_id: str, job_id: str) -> Job:
 
 @router.get("/{job_id}")
 def get_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.session() as session:
+    with ctx.store.reading() as session:
         return render(_job(session, account_id, job_id))
 
 
 @router.get("/{job_id}/metrics")
 def job_metrics(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.session() as session:
+    with ctx.store.reading() as session:
         job = _job(session, account_id, job_id)
         rows = session.scalars(select(JobMetric).where(JobMetric.job_seq == job.seq).order_by(JobMetric.step))
         return {"metrics": [row.metrics for row in rows]}

@@ -46,7 +46,7 @@ def list_models(
     orderBy: str | None = None,
 ) -> dict:
     page = page_request(pageSize, pageToken, orderBy, set(ORDER_COLUMNS))
-    with ctx.store.session() as session:
+    with ctx.store.reading() as session:
         query = select(Resource).where(Resource.account_id == account_id, Resource.kind == KIND)
         rows, next_token = fetch_page(session, query, page, ORDER_COLUMNS, Resource.seq)
         return {"models": [render(r) for r in rows], "nextPageToken": next_token}
@@ -54,7 +54,7 @@ def list_models(
 
 @router.get("/models/{model_id}")
 def get_model(model_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.session() as session:
+    with ctx.store.reading() as session:
         return render(get_resource(session, account_id, KIND, model_id))
 
 

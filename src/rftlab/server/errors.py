@@ -49,12 +49,12 @@ def unauthenticated(message: str) -> ApiError:
     return ApiError(401, "UNAUTHENTICATED", message)
 
 
-def describe_validation_errors(errors: list[dict[str, Any]], prefix: str = "") -> str:
+def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     """pydantic/FastAPI errors as one line per field: `trainingConfig.loraRank: <what is wrong>`."""
     parts = []
     for error in errors:
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
-        field = ".".join(([prefix] if prefix else []) + loc) or "request"
+        field = ".".join(loc) or "request"
         if error.get("type") == "extra_forbidden":
             message = "unknown field"
         else:

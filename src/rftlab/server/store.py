@@ -1,7 +1,8 @@
 """The local backend's database: SQLAlchemy tables and sessions.
 
-SQLite (the default) runs in WAL mode with a busy timeout, and every transaction starts with `BEGIN IMMEDIATE`, so
-concurrent request threads and worker processes queue for the write lock instead of failing on a stale snapshot.
+SQLite (the default) runs in WAL mode with a busy timeout. Writing transactions start with `BEGIN IMMEDIATE`, so
+concurrent request threads and worker processes queue for the write lock instead of failing on a stale snapshot;
+read-only ones (`Store.reading`) use a plain deferred BEGIN on a second engine and never wait for writers.
 PostgreSQL works through the same code (`postgresql+psycopg://...`).
 """
 
@@ -120,7 +121,7 @@ class UploadSlot(Base):
     create_time: Mapped[float] = mapped_column(Float, default=time.time)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, begin: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN itself
@@ -133,7 +134,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(begin)
 
 
 class Store:
@@ -144,10 +145,14 @@ class Store:
             {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000} if is_sqlite else {}
         )
         self.engine = create_engine(database_url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        self._read_engine = self.engine
         if is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, "BEGIN IMMEDIATE")
+            self._read_engine = create_engine(database_url, connect_args=connect_args)
+            _configure_sqlite(self._read_engine, "BEGIN")
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -155,8 +160,15 @@ class Store:
         with self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only transaction: nothing is committed (closing the session rolls back)."""
+        with self._read_sessions() as session:
+            yield session
+
     def dispose(self) -> None:
         self.engine.dispose()
+        self._read_engine.dispose()
 
 
 def sqlite_url(path: str) -> str:

@@ -78,7 +78,7 @@ class StoreReporter:
             session.execute(self._mine().values(progress=progress, update_time=time.time()))
 
     def should_stop(self) -> bool:
-        with self.store.session() as session:
+        with self.store.reading() as session:
             job = session.get(Job, self.job_seq)
             stop = job is None or job.cancel_requested
         self.stop_seen = self.stop_seen or stop
