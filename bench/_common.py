@@ -1,0 +1,79 @@
+"""Shared pieces of the benchmark scripts: the machine's description, peak memory, the bundled task, the held-out
+reward measured the engine's way, and running one side of a comparison in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rftlab.engine.api import EvaluatorCode
+from rftlab.paths import ASSETS_DIR
+
+BENCH_THREADS = 2
+ARITHMETIC_DIR = ASSETS_DIR / "arithmetic"
+EXACT_MATCH = EvaluatorCode(root=ARITHMETIC_DIR, entry_file="exact_match.py", entry_func="evaluate")
+
+
+def pin_threads(threads: int = BENCH_THREADS) -> None:
+    """The same thread count on every side, so the sides compete on work, not on cores."""
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def arithmetic_rows() -> list[dict[str, Any]]:
+    with (ARITHMETIC_DIR / "train.jsonl").open() as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> dict[str, str]:
+    cpu_model = platform.processor() or "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as meminfo:
+        total_kib = int(meminfo.readline().split()[1])
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu_model,
+        "ram_gib": f"{total_kib / 1024**2:.1f}",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def print_machine() -> None:
+    info = machine()
+    print(
+        f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gib']} GiB RAM, torch {info['torch']}, "
+        f"python {info['python']}, {BENCH_THREADS} torch threads per side"
+    )
+
+
+def run_side(script: Path, side: str, argv: list[str]) -> dict[str, Any]:
+    """Run `script --side SIDE ARGV...` in a fresh process (so its peak memory is its own) and return the JSON
+    object it wrote to the file named by `--result`."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{side}-") as folder:
+        result_path = Path(folder) / "result.json"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        subprocess.run(
+            [sys.executable, str(script), "--side", side, "--result", str(result_path), *argv],
+            check=True,
+            env=env,
+        )
+        return json.loads(result_path.read_text())
