@@ -1,0 +1,121 @@
+"""What an evaluator that waits 100 ms per call (a remote judge, a sandbox) costs a step of the engine.
+
+Two runs of `run_job` on the bundled tiny-arith task, 64 rollouts per step (8 prompts x 8 completions), same
+seed: one with the exact-match evaluator as is, one with the same evaluator sleeping 100 ms before answering.
+The scores are the same, so both runs generate and train on exactly the same tokens; the difference in step
+time is what the waiting costs. Done one call after another, it would add 6.4 s per step.
+
+    .venv/bin/python bench/evaluator_overlap.py [--steps 6]
+
+Last line: `evaluator_overhead_s: X`, the mean extra seconds per step (the first step, which also starts the
+evaluator worker processes, is reported apart and left out of X).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import ARITHMETIC_DIR, arithmetic_rows, pin_threads, print_machine
+from rftlab.engine.api import EvaluatorCode, JobInputs
+from rftlab.engine.job import run_job
+
+DELAY_S = 0.1
+PROMPTS, K = 8, 8
+SLOW_EVALUATOR = f"""
+import time
+from exact_match import evaluate as exact_match
+
+
+def evaluate(messages, ground_truth=None, **kwargs):
+    time.sleep({DELAY_S})
+    return exact_match(messages, ground_truth=ground_truth, **kwargs)
+"""
+
+
+class StepTimes:
+    """A Reporter keeping each step's seconds."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+
+    def step(self, metrics: dict[str, float]) -> None:
+        self.steps.append(dict(metrics))
+
+    def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def run(evaluator: EvaluatorCode, rows: list[dict], folder: Path) -> list[dict[str, float]]:
+    job = {
+        "trainingConfig": {"epochs": 1, "learningRate": 3e-4, "loraRank": 16, "batchSize": 4096},
+        "inferenceParameters": {
+            "temperature": 1.0,
+            "topK": 0,
+            "maxOutputTokens": 8,
+            "responseCandidatesCount": K,
+        },
+        "lossConfig": {"method": "dapo"},
+        "chunkSize": PROMPTS,
+        "evalAutoCarveout": False,
+    }
+    inputs = JobInputs(
+        job=job,
+        train_rows=rows,
+        eval_rows=None,
+        evaluator=evaluator,
+        base_model="tiny-arith",
+        warm_start_adapter=None,
+        checkpoint_dir=folder / "checkpoints",
+        output_dir=folder / "adapter",
+    )
+    times = StepTimes()
+    run_job(inputs, times)
+    return times.steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=6)
+    args = parser.parse_args(argv)
+    pin_threads()
+    print_machine()
+    rows = arithmetic_rows()[: args.steps * PROMPTS]
+    with tempfile.TemporaryDirectory(prefix="bench-evaluator-") as folder:
+        slow_root = Path(folder) / "slow"
+        slow_root.mkdir()
+        (slow_root / "slow_match.py").write_text(SLOW_EVALUATOR)
+        (slow_root / "exact_match.py").write_text((ARITHMETIC_DIR / "exact_match.py").read_text())
+        instant = run(EvaluatorCode(ARITHMETIC_DIR, "exact_match.py", "evaluate"), rows, Path(folder) / "a")
+        slow = run(EvaluatorCode(slow_root, "slow_match.py", "evaluate"), rows, Path(folder) / "b")
+    same_rewards = [m["reward_mean"] for m in instant] == [m["reward_mean"] for m in slow]
+    print(f"{args.steps} steps of {PROMPTS * K} rollouts; same reward series in both runs: {same_rewards}")
+    print("step  instant s  (gen / eval / update)    slow s  (gen / eval / update)   extra s")
+    extra = []
+    for number, (a, b) in enumerate(zip(instant, slow, strict=True), start=1):
+        extra.append(b["step_seconds"] - a["step_seconds"])
+        print(
+            f"{number:>4}  {a['step_seconds']:9.2f}  ({a['gen_seconds']:.2f} / {a['eval_seconds']:.2f} / "
+            f"{a['update_seconds']:.2f})  {b['step_seconds']:8.2f}  ({b['gen_seconds']:.2f} / "
+            f"{b['eval_seconds']:.2f} / {b['update_seconds']:.2f})  {extra[-1]:+8.2f}"
+        )
+    steady = extra[1:] or extra
+    print(
+        f"first step extra {extra[0]:+.2f} s (starts the evaluator workers); later steps: mean "
+        f"{statistics.mean(steady):+.3f} s, median {statistics.median(steady):+.3f} s; "
+        f"serially {PROMPTS * K * DELAY_S:.1f} s"
+    )
+    print(f"evaluator_overhead_s: {statistics.mean(steady):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
