@@ -32,3 +32,21 @@ def marker_secrets(monkeypatch):
     monkeypatch.setenv("FIREWORKS_API_KEY", FIREWORKS_KEY_MARKER)
     monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY_MARKER)
     return (FIREWORKS_KEY_MARKER, WANDB_KEY_MARKER)
+
+
+@pytest.fixture
+def compose_config():
+    """Compose conf/ with Hydra's compose API (as `rftlab launch` would, minus the run) into a plain dict."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rftlab.hydra_app import register
+    from rftlab.paths import conf_dir
+
+    def _compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:
+        register()
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+    return _compose

@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -100,16 +100,18 @@ class FireworksClient:
         timeout_s: float = 60.0,
         max_attempts: int = 6,
         max_backoff_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.account_id = account_id
         self.max_attempts = max_attempts
         self.max_backoff_s = max_backoff_s
+        self._sleep = sleep
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "rftlab"},
             timeout=timeout_s,
         )
-        self._backoff = wait_exponential_jitter(initial=0.5, max=max_backoff_s)
+        self._backoff = wait_exponential_jitter(multiplier=0.5, max=max_backoff_s)
 
     def __enter__(self) -> FireworksClient:
         return self
@@ -131,7 +133,7 @@ class FireworksClient:
             retry=retry_if_exception(lambda e: isinstance(e, (RetryableError, httpx.TransportError))),
             wait=self._wait,
             stop=stop_after_attempt(self.max_attempts),
-            sleep=time.sleep,
+            sleep=self._sleep,
             reraise=True,
         )
         return retrying(self._send, method, path, **kwargs)

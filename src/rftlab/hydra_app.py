@@ -173,7 +173,9 @@ def compose(argv: list[str]) -> Composed:
     register()
     app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_task)
     saved_argv = sys.argv
-    sys.argv = ["rftlab launch", *argv]
+    # argparse cannot take overrides on both sides of -m; let users put it anywhere
+    flags = [arg for arg in argv if arg in ("-m", "--multirun")]
+    sys.argv = ["rftlab launch", *flags, *(arg for arg in argv if arg not in flags)]
     try:
         app()
     finally:

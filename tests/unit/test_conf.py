@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from rftlab import cli
-from rftlab.hydra_app import register
 from rftlab.paths import conf_dir, sweeps_dir
 from rftlab.plan import build_plan
 from rftlab.spec import RunSpec
@@ -27,17 +25,8 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
-def compose_config(overrides: list[str]) -> dict:
-    register()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-
-
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
-def test_every_group_option_composes_and_validates(group, option, monkeypatch, tmp_path):
+def test_every_group_option_composes_and_validates(group, option, monkeypatch, tmp_path, compose_config):
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     overrides = [f"{group}={option}", "dry_run=true", *NEEDS.get((group, option), [])]
     if group == "wandb" and option == "offline":
@@ -76,7 +65,7 @@ def test_every_sweep_plans_every_point(sweep, tmp_path, monkeypatch, capsys):
     assert recorded == job_ids
 
 
-def test_the_arithmetic_bundle_resolves_from_any_directory(tmp_path):
+def test_the_arithmetic_bundle_resolves_from_any_directory(tmp_path, compose_config):
     config = compose_config([])
     assert Path(config["dataset"]["path"]).is_file()
     assert Path(config["evaluator"]["path"]).is_file()
@@ -84,7 +73,7 @@ def test_the_arithmetic_bundle_resolves_from_any_directory(tmp_path):
     assert plan.dataset.local is not None and plan.dataset.local.path.is_absolute()
 
 
-def test_relative_user_paths_resolve_against_the_launch_directory(tmp_path):
+def test_relative_user_paths_resolve_against_the_launch_directory(tmp_path, compose_config):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mine.jsonl").write_text('{"messages":[{"role":"user","content":"hi"}]}\n')
     plan = build_plan(compose_config(["dataset.path=data/mine.jsonl", "dry_run=true"]), cwd=tmp_path)

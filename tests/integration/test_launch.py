@@ -1,0 +1,144 @@
+"""`rftlab launch` and the verbs against the real local backend (`rftlab serve`) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from server_harness import LocalServer, arithmetic_jsonl, wait_for
+
+from rftlab import cli
+from rftlab.records import TERMINAL_STATES, find_runs
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launch-server")
+    running = LocalServer(home=root / "home", state_dir=root / "state", max_running_jobs=1).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def workdir(server, tmp_path, monkeypatch):
+    """A project folder with a small dataset; HOME is the server's, where its first start wrote the key."""
+    monkeypatch.setenv("HOME", str(server.home))
+    monkeypatch.setenv("RFTLAB_HOME", str(server.state_dir))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.jsonl").write_bytes(arithmetic_jsonl(16))
+    yield tmp_path
+    if (tmp_path / "outputs").is_dir():  # leave the single job slot free for the next test
+        cli.main(["cancel", str(tmp_path / "outputs")])
+
+
+def launch_args(server: LocalServer, *overrides: str) -> list[str]:
+    """A short job: 16 rows, one epoch, small groups; distinct `overrides` give distinct job ids."""
+    return [
+        "launch",
+        f"backend.base_url={server.base_url}",
+        "dataset.path=rows.jsonl",
+        "training.epochs=1",
+        "sampling.response_candidates_count=4",
+        "backend.poll_interval_s=0.5",
+        *overrides,
+    ]
+
+
+def jobs_on_server(server: LocalServer) -> list[dict]:
+    with server.client() as client:
+        return client.get("/v1/accounts/local/reinforcementFineTuningJobs", params={"pageSize": 200}).json()[
+            "reinforcementFineTuningJobs"
+        ]
+
+
+def test_repeated_launch_creates_no_duplicate(server, workdir, capsys):
+    args = launch_args(server, "training.learning_rate=1e-3")
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("created") == 1 and "launched before: reattached" in out
+    runs = find_runs(workdir / "outputs")
+    assert len(runs) == 2 and runs[0].path.parent != runs[1].path.parent
+    assert runs[0].job_id == runs[1].job_id
+    assert [job["name"].rsplit("/", 1)[1] for job in jobs_on_server(server)].count(runs[0].job_id) == 1
+    for run in runs:
+        assert {"config.yaml", "request.json", "response.json", "job.json", "status.jsonl", "meta.json"} <= {
+            p.name for p in run.path.iterdir()
+        }
+        meta = run.read_json("meta.json")
+        assert meta["inputs"]["dataset"]["sha256"] and meta["versions"]["rftlab"]
+        assert run.read_json("response.json")["name"].endswith(run.job_id)
+
+
+def test_secrets_reach_no_record_and_no_output(server, workdir, marker_secrets, capfd):
+    args = launch_args(server, "training.learning_rate=2e-3", "wandb=on", "wandb.entity=team", "output=json")
+    assert cli.main(args) == 0
+    assert cli.main(["status"]) == 0
+    assert cli.main(["runs"]) == 0
+    printed = capfd.readouterr()
+    files = [p for p in (workdir / "outputs").rglob("*") if p.is_file()]
+    assert any(p.name == "response.json" for p in files)
+    for secret in marker_secrets:
+        assert secret not in printed.out + printed.err
+        for path in files:
+            assert secret not in path.read_text(), f"{secret} leaked into {path}"
+
+
+def test_a_sweep_submits_every_valid_point_and_records_the_invalid_one(server, workdir, capsys):
+    code = cli.main(
+        [
+            *launch_args(server, "training.learning_rate=3e-3", "backend.max_in_flight=2"),
+            "-m",
+            "training.lora_rank=4,8,12",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "training.lora_rank=12: must be a power of two" in captured.err
+    runs = find_runs(workdir / "outputs")
+    assert len(runs) == 2 and len({run.path.parent for run in runs}) == 1
+    on_server = {job["name"].rsplit("/", 1)[1] for job in jobs_on_server(server)}
+    assert {run.job_id for run in runs} <= on_server
+    assert json.loads(next((workdir / "outputs").rglob("invalid-2/error.json")).read_text())["overrides"][
+        -1
+    ] == ("training.lora_rank=12")
+
+
+def test_relaunch_renders_a_byte_identical_request(server, workdir, capsys):
+    assert cli.main(launch_args(server, "training.learning_rate=4e-3")) == 0
+    (first,) = find_runs(workdir / "outputs")
+    assert cli.main(["relaunch", str(first.path)]) == 0
+    assert "launched before: reattached" in capsys.readouterr().out
+    second = next(run for run in find_runs(workdir / "outputs") if run.path != first.path)
+    assert (second.path / "request.json").read_bytes() == (first.path / "request.json").read_bytes()
+
+    with (workdir / "rows.jsonl").open("ab") as rows:  # the dataset changed since: the request would differ
+        rows.write(b'{"messages":[{"role":"user","content":"What is 1+1?"}],"ground_truth":"2"}\n')
+    assert cli.main(["relaunch", str(first.path)]) == 1
+    assert "the request differs from the record" in capsys.readouterr().err
+
+
+def test_cancel_stops_the_job_and_records_it(server, workdir):
+    assert cli.main(launch_args(server, "training.learning_rate=5e-3", "quiet=true")) == 0
+    (run,) = find_runs(workdir / "outputs")
+    assert cli.main(["cancel", str(run.path)]) == 0
+    wait_for(
+        lambda: cli.main(["status", str(run.path)]) == 0 and run.state == "JOB_STATE_CANCELLED", "the cancel"
+    )
+    states = [entry["state"] for entry in run.status_history()]
+    assert states[-1] == "JOB_STATE_CANCELLED" and len(states) >= 2
+
+
+@pytest.mark.slow
+def test_wait_follows_the_job_to_its_end_and_records_metrics(server, workdir):
+    code = cli.main(launch_args(server, "training.learning_rate=6e-3", "wait=true", "quiet=true"))
+    (run,) = find_runs(workdir / "outputs")
+    job = run.read_json("job.json")
+    assert job["state"] in TERMINAL_STATES
+    assert code == (0 if job["state"] in ("JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED") else 1)
+    metrics = run.read_json("metrics.json")["metrics"]
+    if job["state"] == "JOB_STATE_COMPLETED":
+        assert metrics and {"step", "reward_mean"} <= set(metrics[-1])
+    assert run.status_history()[-1]["state"] == job["state"]
+    assert Path(run.path / "status.jsonl").read_text().count("\n") >= 2

@@ -1,0 +1,109 @@
+"""Rendered requests: golden bodies, deterministic job ids, the firectl equivalent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from rftlab.plan import build_plan
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+CASES = {
+    "default": [],
+    "dapo_explore": ["training=dapo", "sampling=explore"],
+    "wandb_on": ["wandb=on", "wandb.entity=team", "wandb.project=arith"],
+    "fireworks_qwen3": [
+        "experiment=qwen3_math_fireworks",
+        "backend.account_id=acme",
+        "output_model=qwen3-math-v1",
+        "mcp_server=accounts/acme/mcpServers/calc",
+        "dataset.evaluation_dataset=gsm8k-eval",
+        'sampling.extra_body={stop: ["####"]}',
+    ],
+    "warm_start": [
+        "model=warm_start",
+        "model.warm_start_from=accounts/local/models/earlier",
+        "training=gspo_token",
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_request_matches_golden(case, compose_config, tmp_path, monkeypatch, marker_secrets):
+    """Regenerate with RFTLAB_UPDATE_GOLDEN=1 after an intended change (the bundled data's hash is in the ids)."""
+    plan = build_plan(compose_config(CASES[case]), cwd=tmp_path)
+    golden = GOLDEN / f"request_{case}.json"
+    if os.environ.get("RFTLAB_UPDATE_GOLDEN"):
+        golden.write_text(plan.request_json())
+    assert plan.request_json() == golden.read_text()
+
+
+def test_body_uses_fireworks_names_and_enums(compose_config, tmp_path):
+    body = build_plan(compose_config(CASES["fireworks_qwen3"]), cwd=tmp_path).body
+    assert body["lossConfig"] == {"method": "GRPO", "klBeta": 0.001}
+    assert body["inferenceParameters"]["extraBody"] == '{"stop":["####"]}'
+    assert body["trainingConfig"]["baseModel"] == "accounts/fireworks/models/qwen3-8b"
+    assert body["evaluationDataset"] == "accounts/acme/datasets/gsm8k-eval"
+    assert body["mcpServer"] == "accounts/acme/mcpServers/calc"
+    for method, enum in (("dapo", "DAPO"), ("gspo_token", "GSPO_TOKEN")):
+        assert (
+            build_plan(compose_config([f"training={method}"]), cwd=tmp_path).body["lossConfig"]["method"]
+            == enum
+        )
+
+
+def test_job_ids_are_deterministic_and_follow_the_request(compose_config, tmp_path):
+    first = build_plan(compose_config([]), cwd=tmp_path)
+    again = build_plan(compose_config([]), cwd=tmp_path)
+    other = build_plan(compose_config(["training.learning_rate=1e-4"]), cwd=tmp_path)
+    assert first.job_id == again.job_id
+    assert other.job_id != first.job_id
+    assert first.job_id.startswith("tiny-arith-arithmetic-train-")
+
+
+def test_dataset_content_changes_the_upload_name_and_the_job_id(compose_config, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"messages":[{"role":"user","content":"1+1?"}],"ground_truth":"2"}\n')
+    before = build_plan(compose_config(["dataset.path=rows.jsonl"]), cwd=tmp_path)
+    rows.write_text('{"messages":[{"role":"user","content":"1+2?"}],"ground_truth":"3"}\n')
+    os.utime(rows, ns=(0, 1))  # a different mtime, as any real edit gives
+    after = build_plan(compose_config(["dataset.path=rows.jsonl"]), cwd=tmp_path)
+    assert before.dataset.name != after.dataset.name
+    assert before.job_id != after.job_id
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["accounts/fireworks/models/" + "x" * 80, "accounts/fireworks/models/7b-model", "accounts/f/models/Q.W"],
+)
+def test_job_ids_fit_fireworks_rules(model, compose_config, tmp_path):
+    job_id = build_plan(compose_config([f"model.base_model={model}"]), cwd=tmp_path).job_id
+    assert len(job_id) <= 63 and job_id[0].isalpha()
+    assert job_id == job_id.lower() and set(job_id) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def test_firectl_flags_carry_the_same_values(compose_config, tmp_path, capsys, monkeypatch):
+    from rftlab import cli
+
+    monkeypatch.chdir(tmp_path)
+    overrides = CASES["fireworks_qwen3"]
+    assert cli.main(["launch", *overrides, "dry_run=true", "output=flag"]) == 0
+    words = shlex.split(capsys.readouterr().out)
+    assert words[:3] == ["firectl", "create", "reinforcement-fine-tuning-job"]
+    flags, rest = {}, words[3:]
+    while rest:
+        flag, rest = rest[0], rest[1:]
+        has_value = rest and not rest[0].startswith("--")
+        flags[flag], rest = (rest[0], rest[1:]) if has_value else (True, rest)
+    body = build_plan(compose_config(overrides), cwd=tmp_path).body
+    assert flags["--base-model"] == body["trainingConfig"]["baseModel"]
+    assert flags["--output-model"] == "qwen3-math-v1"
+    assert flags["--rl-loss-method"] == "grpo"
+    assert json.loads(flags["--extra-body"]) == {"stop": ["####"]}
+    assert float(flags["--learning-rate"]) == body["trainingConfig"]["learningRate"]
+    assert flags["--account-id"] == "acme"
+    assert flags["--eval-auto-carveout"] is True
