@@ -118,13 +118,23 @@ class _Worker:
 
 
 class EvaluatorPool:
-    """`submit(messages, ground_truth, fields)` -> Future[Score]; `concurrency` calls run at once."""
+    """`submit(messages, ground_truth, fields)` -> Future[Score]; up to `concurrency` calls run at once.
+
+    `INITIAL_WORKERS` worker processes start with the pool (an evaluator that cannot load fails the job at
+    once). While calls keep finding every worker busy for `GROW_AFTER_S`, more start, a few at a time, up to
+    `concurrency`: an evaluator that answers in a millisecond keeps the first few processes; one that waits on a
+    remote judge or a sandbox soon gets a process per call in flight, so its waits overlap instead of queueing.
+    """
+
+    INITIAL_WORKERS = 8
+    GROW_AFTER_S = 0.02
+    STARTS_AT_ONCE = 8
 
     def __init__(self, code: EvaluatorCode, concurrency: int, timeout_s: float):
-        self.code, self.timeout_s = code, timeout_s
+        self.code, self.timeout_s, self.concurrency = code, timeout_s, concurrency
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="evaluator")
-        workers = [_Worker(code) for _ in range(concurrency)]
+        workers = [_Worker(code) for _ in range(min(concurrency, self.INITIAL_WORKERS))]
         try:
             for worker in workers:
                 worker.wait_ready()
@@ -134,6 +144,9 @@ class EvaluatorPool:
             raise
         for worker in workers:
             self._idle.put(worker)
+        self._started = len(workers)
+        self._started_lock = threading.Lock()
+        self._starting = threading.BoundedSemaphore(self.STARTS_AT_ONCE)
         self._closed = False
 
     def submit(
@@ -142,8 +155,27 @@ class EvaluatorPool:
         payload = json.dumps({"messages": messages, "ground_truth": ground_truth, "fields": fields}) + "\n"
         return self._threads.submit(self._run, payload)
 
+    def _take_worker(self) -> _Worker:
+        while True:
+            try:
+                return self._idle.get(timeout=self.GROW_AFTER_S)
+            except queue.Empty:
+                pass
+            if not self._starting.acquire(blocking=False):
+                continue
+            try:
+                with self._started_lock:
+                    grow = self._started < self.concurrency
+                    self._started += grow
+                if grow:
+                    worker = _Worker(self.code)
+                    worker.wait_ready()
+                    return worker
+            finally:
+                self._starting.release()
+
     def _run(self, payload: str) -> Score:
-        worker = self._idle.get()
+        worker = self._take_worker()
         try:
             if not worker.alive():
                 worker = _Worker(self.code)

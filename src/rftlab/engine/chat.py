@@ -1,0 +1,33 @@
+"""Answer one prompt with a base model and (optionally) a trained adapter: what `rftlab chat` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft import PeftConfig, PeftModel
+
+from rftlab.engine.models import choose_placement, load_base_model
+from rftlab.engine.rollout import HFSampler, render_prompt
+from rftlab.engine.settings import SamplingParams
+
+
+def chat(
+    prompt: str,
+    adapter: Path | None = None,
+    base_model: str | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+) -> str:
+    """The assistant's reply to `prompt` (greedy unless `temperature` > 0). Without `base_model`, the base
+    model is the one the adapter was trained on (its adapter_config.json)."""
+    if base_model is None:
+        if adapter is None:
+            raise ValueError("chat needs a base model, an adapter, or both")
+        base_model = PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    model, tokenizer = load_base_model(base_model, choose_placement())
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    prompt_ids = render_prompt(tokenizer, {"messages": [{"role": "user", "content": prompt}]})
+    params = SamplingParams(temperature, 1.0, 0, max_new_tokens)
+    [[completion]] = HFSampler(model, tokenizer).generate([prompt_ids], params)
+    return completion.text

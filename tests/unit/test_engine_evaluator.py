@@ -1,0 +1,133 @@
+"""The evaluator pool with real worker processes: every way a user's evaluator can misbehave costs one
+rollout, never the job, and the workers never see the server's secrets."""
+
+import json
+import os
+import textwrap
+
+import pytest
+
+from rftlab.engine.api import EvaluatorCode, JobFailed
+from rftlab.engine.evaluator import EvaluatorPool
+
+EVALUATOR = textwrap.dedent(
+    """
+    import json, math, os, time
+
+    class Result:
+        def __init__(self, score, reason="", is_score_valid=True, metrics=None):
+            self.score, self.reason, self.is_score_valid, self.metrics = score, reason, is_score_valid, metrics or {}
+
+    def evaluate(messages, ground_truth=None, **fields):
+        reply = messages[-1]["content"]
+        print("evaluator chatter on stdout")
+        if reply == "float":
+            return 0.25
+        if reply == "dict":
+            return {"score": 1.0, "reason": "fine", "metrics": {"exact": {"score": 1.0}}}
+        if reply == "object":
+            return Result(0.5, "half", metrics={"partial": Result(0.5)})
+        if reply == "fields":
+            return {"score": 1.0 if (ground_truth, fields) == ("7", {"tools": ["t"], "level": 3}) else 0.0}
+        if reply == "raise":
+            raise ValueError("bad reply " + reply)
+        if reply == "hang":
+            time.sleep(60)
+        if reply == "crash":
+            os._exit(3)
+        if reply == "nan":
+            return float("nan")
+        if reply == "too-big":
+            return 1.5
+        if reply == "string":
+            return "yes"
+        if reply == "declared-invalid":
+            return Result(0.0, "could not parse", is_score_valid=False)
+        if reply == "env":
+            secrets = [k for k in os.environ if k.startswith(("FIREWORKS_", "WANDB_", "RFTLAB_")) or "API_KEY" in k]
+            return {"score": 0.0 if secrets else 1.0, "reason": json.dumps(secrets)}
+        return 0.0
+    """
+)
+
+
+@pytest.fixture
+def evaluator_code(tmp_path):
+    (tmp_path / "scorer.py").write_text(EVALUATOR)
+    return EvaluatorCode(tmp_path, "scorer.py", "evaluate")
+
+
+def score(pool, reply, ground_truth=None, **fields):
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": reply}]
+    return pool.submit(messages, ground_truth, fields).result()
+
+
+def test_accepted_result_shapes_become_scores(evaluator_code):
+    with EvaluatorPool(evaluator_code, concurrency=2, timeout_s=10) as pool:
+        assert score(pool, "float").value == 0.25
+        dict_score = score(pool, "dict")
+        assert (dict_score.value, dict_score.reason, dict_score.metrics) == (1.0, "fine", {"exact": 1.0})
+        object_score = score(pool, "object")
+        assert (object_score.value, object_score.reason, object_score.metrics) == (
+            0.5,
+            "half",
+            {"partial": 0.5},
+        )
+        assert score(pool, "fields", ground_truth="7", tools=["t"], level=3).value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("raise", "ValueError: bad reply raise (at scorer.py:"),
+        ("crash", "the evaluator process died (exit code 3)"),
+        ("nan", "outside [0, 1]"),
+        ("too-big", "score 1.5, outside [0, 1]"),
+        ("string", "expected a float, a dict with 'score'"),
+        ("declared-invalid", "marked its score invalid: could not parse"),
+    ],
+)
+def test_misbehaving_calls_become_invalid_rollouts_and_the_pool_keeps_working(evaluator_code, reply, error):
+    with EvaluatorPool(evaluator_code, concurrency=1, timeout_s=10) as pool:
+        bad = score(pool, reply)
+        assert not bad.valid
+        assert error in bad.error
+        assert score(pool, "float").value == 0.25
+
+
+def test_a_hanging_call_times_out_without_blocking_the_others(evaluator_code):
+    with EvaluatorPool(evaluator_code, concurrency=3, timeout_s=1.0) as pool:
+        messages = [{"role": "user", "content": "q"}]
+        hanging = pool.submit([*messages, {"role": "assistant", "content": "hang"}], None, {})
+        quick = [
+            pool.submit([*messages, {"role": "assistant", "content": "float"}], None, {}) for _ in range(6)
+        ]
+        assert [f.result().value for f in quick] == [0.25] * 6
+        timed_out = hanging.result()
+        assert not timed_out.valid
+        assert "timed out after 1 s" in timed_out.error
+        assert score(pool, "dict").value == 1.0
+
+
+def test_workers_run_without_the_servers_secrets(evaluator_code, monkeypatch):
+    for name in ("FIREWORKS_API_KEY", "WANDB_API_KEY", "RFTLAB_SECRET_MARKER", "OPENAI_API_KEY"):
+        monkeypatch.setenv(name, "marker-secret-value")
+    with EvaluatorPool(evaluator_code, concurrency=1, timeout_s=10) as pool:
+        result = score(pool, "env")
+    assert json.loads(result.reason) == []
+    assert result.value == 1.0
+    assert os.environ["FIREWORKS_API_KEY"] == "marker-secret-value"
+
+
+def test_an_evaluator_that_cannot_be_imported_fails_the_job_with_its_error(tmp_path):
+    (tmp_path / "broken.py").write_text("import not_a_module_anywhere\n")
+    with pytest.raises(
+        JobFailed, match="cannot be loaded: ModuleNotFoundError: No module named 'not_a_module"
+    ):
+        EvaluatorPool(EvaluatorCode(tmp_path, "broken.py", "evaluate"), concurrency=2, timeout_s=5)
+
+
+def test_a_missing_entry_function_is_named(evaluator_code):
+    code = EvaluatorCode(evaluator_code.root, "scorer.py", "grade")
+    with pytest.raises(JobFailed, match="defines no function 'grade'"):
+        EvaluatorPool(code, concurrency=1, timeout_s=5)

@@ -1,0 +1,113 @@
+"""Rollouts on a small random-weight Qwen2 with the bundled tokenizer: batched sampling, stop handling, and
+log-probabilities that agree with the trainer's packed forward pass."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+from rftlab.engine.packing import TrainSequence, build_microbatch, pack
+from rftlab.engine.rollout import HFSampler, render_prompt
+from rftlab.engine.settings import SamplingParams, TrainingSettings
+from rftlab.engine.trainer import Trainer, attach_adapter
+from rftlab.paths import ASSETS_DIR
+
+TOOLS_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\\ntools: ' }}{%- for tool in tools %}{{- tool['name'] + ' ' }}"
+    "{%- endfor %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(ASSETS_DIR / "tiny-arith")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return attach_adapter(AutoModelForCausalLM.from_config(config), rank=4, warm_start=None)
+
+
+def prompts(tokenizer, questions):
+    return [render_prompt(tokenizer, {"messages": [{"role": "user", "content": q}]}) for q in questions]
+
+
+def test_render_prompt_passes_tools_to_the_chat_template(tokenizer):
+    tokenizer = AutoTokenizer.from_pretrained(ASSETS_DIR / "tiny-arith")
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    row = {"messages": [{"role": "user", "content": "hi"}], "tools": [{"name": "calculator"}]}
+    text = tokenizer.decode(render_prompt(tokenizer, row))
+    assert text.startswith("<|im_start|>system\ntools: calculator")
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_sampling_yields_every_completion_with_one_logprob_per_token(model, tokenizer):
+    sampler = HFSampler(model, tokenizer, batch_size=5)
+    batch_prompts = [
+        p for p in prompts(tokenizer, ["What is 1+2?", "What is 10+23?", "Hi"]) for _ in range(4)
+    ]
+    batches = list(sampler.generate(batch_prompts, SamplingParams(1.0, 0.9, 20, 6)))
+    assert [len(b) for b in batches] == [5, 5, 2]
+    completions = [c for b in batches for c in b]
+    assert [c.prompt_index for c in completions] == list(range(12))
+    for completion in completions:
+        assert completion.prompt_ids == batch_prompts[completion.prompt_index]
+        assert 1 <= len(completion.completion_ids) <= 6
+        assert len(completion.logprobs) == len(completion.completion_ids)
+        assert all(lp <= 0 for lp in completion.logprobs)
+        ends_with_eos = completion.completion_ids[-1] == tokenizer.eos_token_id
+        assert completion.finish_reason == ("stop" if ends_with_eos else "length")
+        assert tokenizer.eos_token_id not in completion.completion_ids[:-1]
+
+
+def test_a_stop_string_cuts_the_completion_and_is_left_out_of_the_text(model, tokenizer):
+    sampler = HFSampler(model, tokenizer)
+    prompt = prompts(tokenizer, ["What is 4+4?"])
+    greedy = SamplingParams(0.0, 1.0, 0, 12)
+    [[free]] = list(sampler.generate(prompt, greedy))
+    text = free.text
+    assert len(text) >= 4, "the random model should say something"
+    stop = text[2]
+    [[stopped]] = list(sampler.generate(prompt, SamplingParams(0.0, 1.0, 0, 12, stop=(stop,))))
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == text[: text.index(stop)]
+    assert free.completion_ids[: len(stopped.completion_ids)] == stopped.completion_ids
+
+
+def test_sampling_logprobs_match_the_trainers_packed_forward(model, tokenizer):
+    """The update uses the sampler's log-probs as the old policy's: with left padding in generation and
+    several sequences per packed row in training, both must compute the same numbers."""
+    temperature = 0.8
+    sampler = HFSampler(model, tokenizer)
+    batch_prompts = prompts(tokenizer, ["What is 1+2?", "What is 10+23? Tell me now.", "Hi"])
+    completions = [
+        c for b in sampler.generate(batch_prompts * 3, SamplingParams(temperature, 1.0, 0, 6)) for c in b
+    ]
+    sequences = [
+        TrainSequence(c.prompt_ids + c.completion_ids, len(c.prompt_ids), c.logprobs, 1.0)
+        for c in completions
+    ]
+    settings = TrainingSettings(1, 1e-3, 4, 10_000, 1000, 1, 0, 0.0, "dapo", 0.0)
+    trainer = Trainer(model, settings, temperature, planned_steps=1)
+    [rows] = pack([len(s.tokens) for s in sequences], 10_000)
+    assert any(len(row) > 1 for row in rows)
+    batch = build_microbatch(sequences, rows, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logprobs_N, _ = trainer._logprobs(batch, with_entropy=False)
+    assert torch.allclose(logprobs_N, batch.old_logprobs_N, atol=1e-4)
