@@ -183,6 +183,16 @@ def small_job(dataset: str, evaluator: str, **overrides: Any) -> dict:
     return body
 
 
+def create_job(client: httpx.Client, account: str, job_id: str, body: dict) -> dict:
+    response = client.post(
+        f"/v1/accounts/{account}/reinforcementFineTuningJobs",
+        params={"reinforcementFineTuningJobId": job_id},
+        json=body,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def job_state(client: httpx.Client, account: str, job_id: str) -> dict:
     response = client.get(f"/v1/accounts/{account}/reinforcementFineTuningJobs/{job_id}")
     assert response.status_code == 200, response.text

@@ -1,21 +1,18 @@
-"""Jobs on a real server that trains the tiny model: queue order with --max-running-jobs 1, a SIGKILLed worker
-recovered from its last checkpoint, and a job whose evaluator always fails."""
+"""Jobs on a real server that trains the tiny model: queue order with --max-running-jobs 1, a job whose evaluator
+always fails, and deleting a running job."""
 
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 
 import pytest
 from server_harness import (
     LocalServer,
     arithmetic_jsonl,
     create_evaluator,
+    create_job,
     finished,
-    job_metrics,
     job_state,
-    output_metrics,
     small_job,
     upload_dataset,
     wait_for,
@@ -40,38 +37,23 @@ def server(tmp_path_factory):
     running.stop()
 
 
-def create(client, job_id: str, body: dict) -> None:
-    response = client.post(
-        f"{A}/reinforcementFineTuningJobs", params={"reinforcementFineTuningJobId": job_id}, json=body
-    )
-    assert response.status_code == 200, response.text
-
-
-def test_a_killed_worker_resumes_from_its_last_checkpoint(server):
+def test_deleting_a_running_job_stops_its_worker(server):
     with server.client() as client:
-        create(client, "killed-worker", small_job(DATASET, EVALUATOR))
-        wait_for(lambda: job_metrics(client, "local", "killed-worker"), "a first step")
-        [pid] = worker_pids(server.state_dir)
-        before_kill = job_metrics(client, "local", "killed-worker")
-        os.kill(pid, signal.SIGKILL)
-        done = wait_for(
-            lambda: finished(client, "local", "killed-worker"), "the job to finish", timeout_s=400
+        create_job(client, "local", "short-lived", small_job(DATASET, EVALUATOR))
+        wait_for(
+            lambda: job_state(client, "local", "short-lived")["state"] == "JOB_STATE_RUNNING", "training"
         )
-        assert done["state"] == "JOB_STATE_COMPLETED", done["status"]
-        after = job_metrics(client, "local", "killed-worker")
-        assert [m["step"] for m in after] == list(range(1, 5))
-        # Steps finished before the kill were checkpointed and are not redone: their records are untouched.
-        assert after[: len(before_kill)] == before_kill
-        assert output_metrics(done)["steps"] == 4
-        log = (server.state_dir / "accounts/local/jobs/killed-worker/worker.log").read_text()
-        assert log.count("Loading weights") >= 2, "a second worker took over"
+        assert client.delete(f"{A}/reinforcementFineTuningJobs/short-lived").status_code == 200
+        wait_for(lambda: not worker_pids(server.state_dir), "the worker to end")
+        assert client.get(f"{A}/reinforcementFineTuningJobs/short-lived").status_code == 404
+        assert not (server.state_dir / "accounts/local/jobs/short-lived").exists()
 
 
 def test_jobs_run_one_at_a_time_in_creation_order(server):
     names = ["queue-a", "queue-b", "queue-c"]
     with server.client() as client:
         for name in names:
-            create(client, name, small_job("accounts/local/datasets/one-chunk", EVALUATOR))
+            create_job(client, "local", name, small_job("accounts/local/datasets/one-chunk", EVALUATOR))
         observed = []
 
         def all_done() -> bool:
@@ -97,8 +79,9 @@ def test_an_evaluator_that_always_raises_fails_the_job_with_its_error(server):
             "raises",
             code="def evaluate(messages, **kwargs):\n    raise ValueError('judge offline')\n",
         )
-        create(
+        create_job(
             client,
+            "local",
             "bad-evaluator",
             small_job("accounts/local/datasets/one-chunk", "accounts/local/evaluators/raises"),
         )

@@ -242,6 +242,7 @@ def resume_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
         job.status_code = "OK"
         job.status_message = "resumed: queued to continue from its last checkpoint"
         job.cancel_requested = False
+        job.interruptions = 0
         job.completed_time = None
         job.queued_at = job.update_time = now()
         rendered = render(job)

@@ -103,11 +103,11 @@ def _wait_until_claimed(store: Store, job_seq: int, timeout_s: float = 30.0) -> 
     """The scheduler records our pid right after starting us; work only once it has."""
     deadline = time.monotonic() + timeout_s
     while True:
-        with store.session() as session:
+        with store.reading() as session:
             job = session.get(Job, job_seq)
-        if job is None or job.worker_pid == os.getpid():
-            if job is None:
-                raise SystemExit(f"job #{job_seq} no longer exists")
+        if job is None:
+            raise SystemExit(f"job #{job_seq} no longer exists")
+        if job.worker_pid == os.getpid():
             return job
         if time.monotonic() > deadline:
             raise SystemExit(f"job #{job_seq} was not assigned to this worker (pid {os.getpid()})")
@@ -116,7 +116,7 @@ def _wait_until_claimed(store: Store, job_seq: int, timeout_s: float = 30.0) -> 
 
 def _resource(store: Store, account_id: str, kind: str, name: str) -> Resource:
     resource_id = name.rsplit("/", 1)[-1]
-    with store.session() as session:
+    with store.reading() as session:
         resource = session.scalars(
             select(Resource).where(
                 Resource.account_id == account_id, Resource.kind == kind, Resource.resource_id == resource_id

@@ -1,0 +1,74 @@
+"""A SIGKILLed job worker: the server notices, and a new worker resumes the job from its last checkpoint without
+redoing finished steps; the output model then seeds a warm-started job."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from server_harness import (
+    LocalServer,
+    arithmetic_jsonl,
+    create_evaluator,
+    create_job,
+    finished,
+    job_metrics,
+    output_metrics,
+    small_job,
+    upload_dataset,
+    wait_for,
+    worker_pids,
+)
+
+pytestmark = pytest.mark.slow
+
+A = "/v1/accounts/local"
+DATASET, EVALUATOR = "accounts/local/datasets/rows", "accounts/local/evaluators/exact"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    running = LocalServer(home=root / "home", state_dir=root / "state", max_running_jobs=1).start()
+    with running.client() as client:
+        assert upload_dataset(client, "local", "rows", arithmetic_jsonl(32)).status_code == 200
+        assert upload_dataset(client, "local", "one-chunk", arithmetic_jsonl(8)).status_code == 200
+        create_evaluator(client, "local", "exact")
+    yield running
+    running.stop()
+
+
+def test_a_killed_worker_resumes_from_its_last_checkpoint(server):
+    with server.client() as client:
+        create_job(client, "local", "killed-worker", small_job(DATASET, EVALUATOR))
+        wait_for(lambda: job_metrics(client, "local", "killed-worker"), "a first step")
+        [pid] = worker_pids(server.state_dir)
+        before_kill = job_metrics(client, "local", "killed-worker")
+        os.kill(pid, signal.SIGKILL)
+        done = wait_for(
+            lambda: finished(client, "local", "killed-worker"), "the job to finish", timeout_s=400
+        )
+        assert done["state"] == "JOB_STATE_COMPLETED", done["status"]
+        after = job_metrics(client, "local", "killed-worker")
+        assert [m["step"] for m in after] == list(range(1, 5))
+        # Steps finished before the kill were checkpointed and are not redone: their records are untouched.
+        assert after[: len(before_kill)] == before_kill
+        assert output_metrics(done)["steps"] == 4
+        log = (server.state_dir / "accounts/local/jobs/killed-worker/worker.log").read_text()
+        assert log.count("Loading weights") >= 2, "a second worker took over"
+
+        # Its output model is a valid starting point for another job.
+        warm = small_job(
+            "accounts/local/datasets/one-chunk",
+            EVALUATOR,
+            trainingConfig={"baseModel": None, "warmStartFrom": "accounts/local/models/killed-worker"},
+        )
+        del warm["trainingConfig"]["baseModel"]
+        create_job(client, "local", "warm-start", warm)
+        warm_done = wait_for(
+            lambda: finished(client, "local", "warm-start"), "the warm-started job", timeout_s=300
+        )
+        assert warm_done["state"] == "JOB_STATE_COMPLETED", warm_done["status"]
+        model = client.get(f"{A}/models/warm-start").json()
+        assert model["baseModel"] == "tiny-arith" and model["peftDetails"]["baseModel"] == "tiny-arith"
