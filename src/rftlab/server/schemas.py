@@ -159,6 +159,19 @@ class WandbConfig(Camel):
     url: str | None = None
     mode: Literal["online", "offline"] | None = None
     """rftlab's local backend only: `offline` writes the W&B run to disk without contacting W&B."""
+    group: str | None = Field(None, max_length=128)
+    """rftlab's local backend only (as are `tags` and `config`): the W&B group, e.g. the sweep's name."""
+    tags: list[str] | None = None
+    config: dict[str, Any] | None = None
+    """Extra W&B run config, e.g. a sweep point's overrides."""
+
+    @field_validator("tags")
+    @classmethod
+    def _short_tags(cls, tags: list[str] | None) -> list[str] | None:
+        too_long = [tag for tag in tags or [] if not 1 <= len(tag) <= 64]
+        if too_long:
+            raise ValueError(f"W&B tags must be 1 to 64 characters: {too_long[0]!r}")
+        return tags
 
 
 class AwsS3Config(Camel):
