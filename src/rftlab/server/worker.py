@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from rftlab.engine.api import EvaluatorCode, JobFailed, JobInputs, JobOutcome
+from rftlab.server import wandb_sink
 from rftlab.server.dataset_check import read_rows
 from rftlab.server.layout import StateLayout
 from rftlab.server.store import Job, JobMetric, Resource, Store
@@ -253,7 +254,10 @@ def run(store: Store, layout: StateLayout, job_seq: int) -> None:
             run_job,  # heavy (torch); imported once the inputs are known to be usable
         )
 
-        outcome: JobOutcome = run_job(inputs, reporter)
+        job_dir = layout.job_dir(job.account_id, job.job_id)
+        with wandb_sink.reporting(store, job, inputs, reporter, job_dir) as tracked:
+            outcome: JobOutcome = run_job(inputs, tracked)
+            tracked.finish(outcome)
     except JobFailed as error:
         _finish(store, job_seq, "JOB_STATE_FAILED", str(error), code="FAILED_PRECONDITION")
         return

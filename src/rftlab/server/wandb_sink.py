@@ -1,0 +1,122 @@
+"""The local backend's W&B sink: a job's per-step metrics logged to the W&B run whose id is the job id.
+
+`wandbConfig` on a job: Fireworks' `enabled`, `apiKey`, `project`, `entity`, `runId`, `url`, plus rftlab's
+extensions that only this backend accepts: `mode` (`online` | `offline`), `group`, `tags`, `config`. The run is
+written under `$WANDB_DIR` when the server has one, else in the job's folder of the state dir. Once the run exists
+its address goes into the job's `wandbConfig.url`: the run's page online, the `file://` URL of the run folder
+offline (what `wandb sync` uploads). The API key reaches W&B through its settings only: it is never put in the
+environment, in the run's config, or in the job as the API returns it.
+
+W&B trouble (no network, a refused key) costs the W&B run, never the training: the job goes on without it and the
+server log says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+
+from rftlab.engine.api import JobInputs, JobOutcome, Reporter
+from rftlab.server.store import Job, Store
+
+
+class TrackedReporter:
+    """The worker's Reporter, with every step's metrics also logged to the job's W&B run (when it has one)."""
+
+    def __init__(self, inner: Reporter, run: Any = None) -> None:
+        self.inner, self.run = inner, run
+
+    def step(self, metrics: dict[str, float]) -> None:
+        self.inner.step(metrics)
+        if self.run is not None:
+            self.run.log(dict(metrics), step=int(metrics["step"]))
+
+    def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
+        self.inner.progress(percent, epoch, step, total_steps, output_tokens)
+
+    def should_stop(self) -> bool:
+        return self.inner.should_stop()
+
+    def finish(self, outcome: JobOutcome) -> None:
+        """The job's final metrics (what `outputMetrics` holds) as the run's summary."""
+        if self.run is not None:
+            self.run.summary.update(dict(outcome.final_metrics))
+
+
+def run_address(run: Any) -> str:
+    if not run.offline:
+        return run.url
+    # an offline run's files are in <dir>/wandb/offline-run-<time>-<id>/files
+    return Path(run.dir).parent.resolve().as_uri()
+
+
+def start_run(wandb_config: dict[str, Any], job_id: str, job_dir: Path) -> Any:
+    import wandb  # imported only for jobs that use it
+
+    mode = wandb_config.get("mode")
+    settings = wandb.Settings(
+        api_key=None if mode == "offline" else wandb_config.get("apiKey"),
+        console="off",
+        disable_git=True,
+        save_code=False,
+        silent=True,
+        x_disable_stats=True,
+    )
+    run_dir = None if os.environ.get("WANDB_DIR") else job_dir
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        id=wandb_config.get("runId") or job_id,
+        project=wandb_config.get("project"),
+        entity=wandb_config.get("entity"),
+        group=wandb_config.get("group"),
+        tags=wandb_config.get("tags"),
+        config={"job": job_id, **(wandb_config.get("config") or {})},
+        dir=run_dir,
+        mode=mode,
+        resume="allow",  # a resumed job continues its run
+        reinit="create_new",
+        settings=settings,
+    )
+
+
+def record_address(store: Store, job_seq: int, address: str) -> None:
+    with store.session() as session:
+        job = session.get(Job, job_seq)
+        if job is None:
+            return
+        spec = json.loads(json.dumps(job.spec))
+        spec.setdefault("wandbConfig", {})["url"] = address
+        session.execute(update(Job).where(Job.seq == job_seq).values(spec=spec, update_time=time.time()))
+
+
+@contextmanager
+def reporting(
+    store: Store, job: Job, inputs: JobInputs, reporter: Reporter, job_dir: Path
+) -> Iterator[TrackedReporter]:
+    """A Reporter for `run_job` that also logs to W&B when the job asks for it; the run ends with the block."""
+    wandb_config = inputs.job.get("wandbConfig") or {}
+    run = None
+    if wandb_config.get("enabled"):
+        try:
+            run = start_run(wandb_config, job.job_id, job_dir)
+            record_address(store, job.seq, run_address(run))
+        except Exception as error:  # W&B is reporting, not training: go on without it
+            print(f"W&B run not started, training goes on without it: {error}", file=sys.stderr, flush=True)
+            run = None
+    try:
+        yield TrackedReporter(reporter, run)
+    except BaseException:
+        if run is not None:
+            run.finish(exit_code=1)
+        raise
+    if run is not None:
+        run.finish()
