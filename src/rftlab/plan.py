@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from rftlab import ids, render
+from rftlab import ids, render, wandb_link
 from rftlab.auth import auth_ini_path, read_auth_ini
 from rftlab.redact import REDACTED, redact
 from rftlab.spec import ConfigProblem, RunSpec, SpecError, validate
@@ -196,6 +196,7 @@ def build_plan(config: dict[str, Any], cwd: Path, overrides: list[str] | None = 
             "inputs": [ref.local.sha256 for ref in (dataset, evaluator, evaluation) if ref and ref.local],
         }
         job_id = ids.with_hash(job_slug(spec, dataset), ids.json_sha256(identity))
+    wandb_link.complete(body, spec, job_id, list(overrides or []), config)
     return Plan(
         spec=spec,
         config=redact(config),
