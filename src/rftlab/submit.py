@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from rftlab import wandb_link
 from rftlab.client import ApiError, ConflictError, FireworksClient, NotFoundError
 from rftlab.connect import Backend, Clients
 from rftlab.plan import InputRef, Plan
@@ -135,11 +136,12 @@ def _same(sent: Any, found: Any, key: str) -> bool:
 
 def differences(sent: dict[str, Any], found: dict[str, Any], prefix: str = "") -> list[str]:
     """Where the existing job disagrees with what this launch would send (fields the backend does not echo,
-    like the W&B key, are skipped)."""
+    like the W&B key, are skipped, and so is the W&B run's group, tags and config: the same job reached from
+    another sweep keeps its run)."""
     out = []
     for key, value in sent.items():
         path = f"{prefix}{key}"
-        if key == "apiKey":
+        if key == "apiKey" or path in wandb_link.RUN_METADATA_PATHS:
             continue
         if isinstance(value, dict):
             out += differences(value, found.get(key) or {}, path + ".")

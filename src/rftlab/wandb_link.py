@@ -26,6 +26,8 @@ TAG_MAX_CHARS = 64
 HOSTED_ATTEMPTS = 3
 EXTENSION_KEYS = ("mode", "group", "tags", "config")
 """`wandbConfig` fields only rftlab's local backend accepts."""
+RUN_METADATA_PATHS = frozenset({"wandbConfig.group", "wandbConfig.tags", "wandbConfig.config"})
+"""Describe the W&B run, not the job: not compared when a launch finds its job already created."""
 
 
 def run_metadata(overrides: list[str], config: dict[str, Any]) -> dict[str, Any]:
