@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from rftlab import wandb_link
 from rftlab.client import ApiError
 from rftlab.connect import Clients
 from rftlab.records import TERMINAL_STATES, RunRecord
@@ -57,6 +58,7 @@ def refresh(record: RunRecord, clients: Clients) -> tuple[dict[str, Any], list[d
     client = clients.for_record(record)
     job = client.get_job(record.job_id)
     record.write_job(job)
+    wandb_link.record_run(record, job)
     try:
         metrics = client.job_metrics(record.job_id)
     except ApiError:
