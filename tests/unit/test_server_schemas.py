@@ -8,13 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from rftlab.server.errors import describe_validation_errors
-from rftlab.server.schemas import JobRequest, parse_job_request
+from rftlab.server.schemas import JobRequest
 
 BASE = {"dataset": "d", "evaluator": "e", "trainingConfig": {"baseModel": "tiny-arith"}}
 
 
 def parse(**changes) -> dict:
-    return parse_job_request({**BASE, **changes}).dump()
+    return JobRequest.model_validate({**BASE, **changes}).dump()
 
 
 def problems(**changes) -> str:

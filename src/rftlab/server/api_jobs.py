@@ -25,7 +25,7 @@ from rftlab.server.api_common import (
 )
 from rftlab.server.errors import ApiError, already_exists, failed_precondition, invalid, not_found
 from rftlab.server.processes import kill_worker
-from rftlab.server.schemas import JOB_OUTPUT_ONLY_FIELDS, JobRequest, check_resource_id
+from rftlab.server.schemas import JobRequest, check_resource_id
 from rftlab.server.store import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, JobMetric, Resource
 
 router = APIRouter(prefix="/v1/accounts/{account_id}/reinforcementFineTuningJobs")
@@ -67,9 +67,7 @@ def create_job(
     job_id = check_resource_id(
         reinforcementFineTuningJobId or f"rftj-{uuid.uuid4().hex[:12]}", "reinforcementFineTuningJobId"
     )
-    if not isinstance(body, dict):
-        raise invalid("the request body must be a JSON object")
-    request = parse_body(JobRequest, {k: v for k, v in body.items() if k not in JOB_OUTPUT_ONLY_FIELDS})
+    request = parse_body(JobRequest, body)
     spec = request.dump()
     secrets: dict[str, Any] = {}
     wandb = spec.get("wandbConfig")

@@ -205,6 +205,13 @@ class JobRequest(Camel):
     aws_s3_config: AwsS3Config | None = None
     azure_blob_storage_config: AzureBlobStorageConfig | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_output_only(cls, body: Any) -> Any:
+        if isinstance(body, dict):
+            return {key: value for key, value in body.items() if key not in JOB_OUTPUT_ONLY_FIELDS}
+        return body
+
     @field_validator("chunk_size")
     @classmethod
     def _chunk_range(cls, size: int) -> int:
@@ -220,10 +227,6 @@ class JobRequest(Camel):
         if not value.strip():
             raise ValueError("is required")
         return value
-
-
-def parse_job_request(body: dict[str, Any]) -> JobRequest:
-    return JobRequest.model_validate({k: v for k, v in body.items() if k not in JOB_OUTPUT_ONLY_FIELDS})
 
 
 class DatasetBody(Camel):
