@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from rftlab.engine.api import EvaluatorCode, JobFailed, JobInputs, JobOutcome
+from rftlab.engine.settings import job_settings
 from rftlab.server import wandb_sink
 from rftlab.server.dataset_check import read_rows
 from rftlab.server.layout import StateLayout
@@ -246,6 +247,9 @@ def run(store: Store, layout: StateLayout, job_seq: int) -> None:
     reporter = StoreReporter(store, job_seq)
     try:
         inputs = build_inputs(store, layout, job, job.secrets or {})
+        job_settings(
+            inputs.job
+        )  # the engine's own checks (MCP, extraBody keys...) fail the job while VALIDATING
         inputs.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if not _set_running(store, job):
             _finish(store, job_seq, "JOB_STATE_CANCELLED", "cancelled before training started")
