@@ -1,0 +1,246 @@
+"""`rftlab compare [DIR]`: which run of a sweep won.
+
+Reads the run records of a sweep (or any launch, or a whole outputs/ tree), refreshing unfinished ones from the
+backend, and shows one row per point: the job, the overrides that differ between the points, the state, the
+training reward first -> last, the eval reward before -> after and the output model. Points that failed validation
+or were refused by the backend are listed with their error. Writes `compare.csv` (one column per differing
+override) and `rewards.png` (the training reward per step, one line per job, labelled by its overrides) into DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rftlab import overrides as ov
+from rftlab.follow import final_metrics, short_state
+from rftlab.records import TERMINAL_STATES, RunRecord, find_runs, latest_launch
+from rftlab.redact import redact_text
+
+CSV_NAME = "compare.csv"
+PLOT_NAME = "rewards.png"
+OUTPUTS = Path("outputs")
+
+
+@dataclass
+class Point:
+    """One point of a sweep: a submitted job, a refused request or an invalid config."""
+
+    job: str
+    overrides: dict[str, str]
+    state: str
+    reward_first: float | None = None
+    reward_last: float | None = None
+    eval_before: float | None = None
+    eval_after: float | None = None
+    output_model: str = ""
+    rewards: list[tuple[int, float]] = field(default_factory=list)
+    """(step, reward_mean) of every step."""
+    error: str = ""
+    path: Path | None = None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _submitted_point(record: RunRecord, job: dict[str, Any], metrics: list[dict[str, Any]]) -> Point:
+    meta = record.read_json("meta.json") or {}
+    point = Point(record.job_id, ov.experiment_overrides(meta.get("overrides", [])), "", path=record.path)
+    response = record.read_json("response.json") or {}
+    if meta.get("dry_run"):
+        point.state = "dry run"
+        return point
+    if not job and "error" in response:
+        error = response["error"]
+        point.state = "refused"
+        point.error = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        return point
+    point.state = short_state(job.get("state")) if job else "submitted?"
+    if job.get("state") == "JOB_STATE_FAILED":
+        point.error = (job.get("status") or {}).get("message", "")
+    point.rewards = [
+        (int(m["step"]), float(m["reward_mean"]))
+        for m in metrics
+        if _number(m.get("reward_mean")) is not None and "step" in m
+    ]
+    final = final_metrics(job)
+    point.reward_first = _number(final.get("reward_first"))
+    point.reward_last = _number(final.get("reward_last"))
+    if point.reward_first is None and point.rewards:
+        point.reward_first, point.reward_last = point.rewards[0][1], point.rewards[-1][1]
+    point.eval_before = _number(final.get("eval_reward_before"))
+    point.eval_after = _number(final.get("eval_reward_after"))
+    request = record.read_json("request.json") or {}
+    training = job.get("trainingConfig") or request.get("body", {}).get("trainingConfig", {})
+    point.output_model = training.get("outputModel") or ""
+    return point
+
+
+def _needs_refresh(record: RunRecord) -> bool:
+    meta = record.read_json("meta.json") or {}
+    if meta.get("dry_run") or not (record.path / "job.json").is_file():
+        return False  # never submitted, or refused: nothing on the backend to ask about
+    return record.state not in TERMINAL_STATES or not (record.path / "metrics.json").is_file()
+
+
+def _recorded(record: RunRecord) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return record.read_json("job.json") or {}, (record.read_json("metrics.json") or {}).get("metrics", [])
+
+
+def invalid_points(root: Path) -> list[Point]:
+    points = []
+    for error_file in sorted(root.rglob("invalid-*/error.json")):
+        error = RunRecord(error_file.parent).read_json("error.json") or {}
+        points.append(
+            Point(
+                error_file.parent.name,
+                ov.experiment_overrides(error.get("overrides", [])),
+                "invalid",
+                error="; ".join(error.get("problems", [])),
+                path=error_file.parent,
+            )
+        )
+    return points
+
+
+def collect(root: Path, refresh: bool = True) -> list[Point]:
+    """Every point under `root`; with `refresh`, unfinished jobs are asked for their state and metrics first."""
+    records = find_runs(root)
+    stale = [record for record in records if refresh and _needs_refresh(record)]
+    fresh: dict[Path, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    if stale:
+        from rftlab.connect import Clients
+        from rftlab.follow import refresh as refresh_run
+
+        with Clients() as clients:
+            for record in stale:
+                try:
+                    fresh[record.path] = refresh_run(record, clients)
+                except Exception as error:  # unreachable backend: show what the record holds
+                    sys.stderr.write(redact_text(f"{record.job_id}: not refreshed: {error}\n"))
+    points = [_submitted_point(record, *fresh.get(record.path, _recorded(record))) for record in records]
+    return points + invalid_points(root)
+
+
+def differing_keys(points: list[Point]) -> list[str]:
+    if len(points) == 1:
+        return list(points[0].overrides)
+    return ov.varying([point.overrides for point in points])
+
+
+def _pair(first: float | None, last: float | None) -> str:
+    if first is None and last is None:
+        return ""
+    return " -> ".join("?" if value is None else f"{value:.3f}" for value in (first, last))
+
+
+def table(points: list[Point], keys: list[str]) -> Table:
+    view = Table("job", "overrides", "state", "reward first -> last", "eval before -> after", "output model")
+    for point in points:
+        state = f"{point.state}: {point.error}" if point.error else point.state
+        view.add_row(
+            point.job,
+            ov.label(point.overrides, keys),
+            state,
+            _pair(point.reward_first, point.reward_last),
+            _pair(point.eval_before, point.eval_after),
+            point.output_model,
+        )
+    return view
+
+
+def write_csv(points: list[Point], keys: list[str], path: Path) -> None:
+    columns = [
+        "job",
+        *keys,
+        "state",
+        "reward_first",
+        "reward_last",
+        "eval_reward_before",
+        "eval_reward_after",
+    ]
+    columns += ["output_model", "steps", "error", "record"]
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(columns)
+        for point in points:
+            writer.writerow(
+                [
+                    point.job,
+                    *(point.overrides.get(key, "") for key in keys),
+                    point.state,
+                    *("" if v is None else v for v in (point.reward_first, point.reward_last)),
+                    *("" if v is None else v for v in (point.eval_before, point.eval_after)),
+                    point.output_model,
+                    len(point.rewards),
+                    redact_text(point.error),
+                    point.path or "",
+                ]
+            )
+
+
+def reward_figure(points: list[Point], keys: list[str]):
+    """The training reward per step, one line per job that reported any, labelled by its differing overrides."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.add_subplot()
+    for point in points:
+        if point.rewards:
+            steps, rewards = zip(*point.rewards, strict=True)
+            axes.plot(
+                steps,
+                rewards,
+                marker="." if len(steps) < 30 else None,
+                label=ov.label(point.overrides, keys) or point.job,
+            )
+    axes.set_xlabel("step")
+    axes.set_ylabel("reward_mean (training rollouts)")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    if axes.get_lines():
+        axes.legend(fontsize="small")
+    else:
+        axes.text(
+            0.5, 0.5, "no step metrics recorded yet", ha="center", va="center", transform=axes.transAxes
+        )
+    return figure
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rftlab compare",
+        description=f"Compare the runs of a sweep: a table, {CSV_NAME} and {PLOT_NAME} written into DIR.",
+    )
+    parser.add_argument(
+        "dir", nargs="?", type=Path, help="a sweep, launch or outputs folder (default: the latest launch)"
+    )
+    parser.add_argument(
+        "--no-refresh", action="store_true", help="use the records as they are; contact nothing"
+    )
+    args = parser.parse_args(argv)
+    root = args.dir or latest_launch(OUTPUTS)
+    if root is None or not root.is_dir():
+        sys.stderr.write(f"rftlab compare: {root or './outputs'}: no such folder; pass a sweep folder\n")
+        return 1
+    points = collect(root, refresh=not args.no_refresh)
+    if not points:
+        sys.stderr.write(f"rftlab compare: {root}: no run records here\n")
+        return 1
+    keys = differing_keys(points)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table(points, keys))
+    write_csv(points, keys, root / CSV_NAME)
+    reward_figure(points, keys).savefig(root / PLOT_NAME, dpi=120)
+    print(f"wrote {root / CSV_NAME} and {root / PLOT_NAME}")
+    return 0
