@@ -42,7 +42,12 @@ def _runs_in(target: str | None) -> list[RunRecord]:
 
 
 def _submitted(runs: list[RunRecord]) -> list[RunRecord]:
-    return [run for run in runs if not (run.read_json("meta.json") or {}).get("dry_run")]
+    """The runs with a job on the backend: not dry runs, nor requests the backend refused (no job.json)."""
+    return [
+        run
+        for run in runs
+        if not (run.read_json("meta.json") or {}).get("dry_run") and (run.path / "job.json").is_file()
+    ]
 
 
 def relaunch(argv: list[str]) -> int:
