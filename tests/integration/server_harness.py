@@ -57,6 +57,7 @@ class LocalServer:
     state_dir: Path
     database_url: str | None = None
     max_running_jobs: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -71,6 +72,7 @@ class LocalServer:
             "HOME": str(self.home),
             "HF_HUB_OFFLINE": "1",
             "RFTLAB_HOME": str(self.state_dir),
+            **self.extra_env,
         }
 
     def start(self) -> LocalServer:

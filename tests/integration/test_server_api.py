@@ -79,6 +79,14 @@ def test_healthz_is_open_and_everything_else_needs_a_key(server):
     assert wrong.status_code == 401
 
 
+def test_verify_api_key_names_the_keys_account(server):
+    answer = httpx.get(
+        f"{server.base_url}/verifyApiKey", headers={"Authorization": f"Bearer {server.local_key()}"}
+    )
+    assert answer.status_code == 200 and answer.headers["x-fireworks-account-id"] == "local"
+    assert httpx.get(f"{server.base_url}/verifyApiKey").status_code == 401
+
+
 def test_dataset_upload_validates_rows_and_counts_examples(client):
     created = client.post(
         f"{A}/datasets", json={"datasetId": "arith", "dataset": {"displayName": "Arithmetic"}}

@@ -4,6 +4,7 @@ always fails, and deleting a running job."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from server_harness import (
@@ -22,13 +23,19 @@ from server_harness import (
 pytestmark = pytest.mark.slow
 
 A = "/v1/accounts/local"
+SERVER_SECRETS = {
+    "FIREWORKS_API_KEY": "fw-marker-in-server-env",
+    "WANDB_API_KEY": "wandb-marker-in-server-env",
+}
 DATASET, EVALUATOR = "accounts/local/datasets/rows", "accounts/local/evaluators/exact"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    running = LocalServer(home=root / "home", state_dir=root / "state", max_running_jobs=1).start()
+    running = LocalServer(
+        home=root / "home", state_dir=root / "state", max_running_jobs=1, extra_env=SERVER_SECRETS
+    ).start()
     with running.client() as client:
         assert upload_dataset(client, "local", "rows", arithmetic_jsonl(32)).status_code == 200
         assert upload_dataset(client, "local", "one-chunk", arithmetic_jsonl(8)).status_code == 200
@@ -37,12 +44,16 @@ def server(tmp_path_factory):
     running.stop()
 
 
-def test_deleting_a_running_job_stops_its_worker(server):
+def test_deleting_a_running_job_stops_its_worker_which_never_saw_the_servers_secrets(server):
     with server.client() as client:
         create_job(client, "local", "short-lived", small_job(DATASET, EVALUATOR))
         wait_for(
             lambda: job_state(client, "local", "short-lived")["state"] == "JOB_STATE_RUNNING", "training"
         )
+        [pid] = worker_pids(server.state_dir)
+        worker_env = Path(f"/proc/{pid}/environ").read_bytes()
+        assert all(secret.encode() not in worker_env for secret in SERVER_SECRETS.values())
+        assert b"FIREWORKS_API_KEY" not in worker_env and b"WANDB_API_KEY" not in worker_env
         assert client.delete(f"{A}/reinforcementFineTuningJobs/short-lived").status_code == 200
         wait_for(lambda: not worker_pids(server.state_dir), "the worker to end")
         assert client.get(f"{A}/reinforcementFineTuningJobs/short-lived").status_code == 404

@@ -42,8 +42,8 @@ Ctx = Annotated[ServerContext, Depends(context)]
 JsonBody = Annotated[Any, Body()]
 
 
-def caller_account(account_id: str, request: Request, ctx: Ctx) -> str:
-    """The account named in the path, if the bearer key belongs to it; another account's resources are 404."""
+def key_owner(request: Request, ctx: Ctx) -> str:
+    """The account whose API key is in the `Authorization: Bearer` header."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -51,7 +51,12 @@ def caller_account(account_id: str, request: Request, ctx: Ctx) -> str:
     owner = account_for_key(ctx.store, key.strip())
     if owner is None:
         raise unauthenticated("invalid API key")
-    if owner != account_id:
+    return owner
+
+
+def caller_account(account_id: str, request: Request, ctx: Ctx) -> str:
+    """The account named in the path, if the bearer key belongs to it; another account's resources are 404."""
+    if key_owner(request, ctx) != account_id:
         raise not_found(f"accounts/{account_id}")
     return account_id
 

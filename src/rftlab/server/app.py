@@ -1,4 +1,5 @@
-"""The FastAPI application: Fireworks' REST paths under /v1/accounts/{account_id}/, plus GET /healthz."""
+"""The FastAPI application: Fireworks' REST paths under /v1/accounts/{account_id}/, GET /verifyApiKey, and the
+unauthenticated GET /healthz."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rftlab.server import api_datasets, api_evaluators, api_jobs, api_models, uploads
-from rftlab.server.api_common import ServerContext
+from rftlab.server.api_common import Ctx, ServerContext, key_owner
 from rftlab.server.errors import ApiError, describe_validation_errors, error_response
 from rftlab.server.layout import StateLayout
 from rftlab.server.scheduler import Scheduler
@@ -36,6 +38,12 @@ def create_app(store: Store, layout: StateLayout, max_running_jobs: int = 1) -> 
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok"}
+
+    @app.get("/verifyApiKey")
+    def verify_api_key(request: Request, ctx: Ctx) -> JSONResponse:
+        """How eval-protocol learns the account of a key: the `x-fireworks-account-id` response header."""
+        account_id = key_owner(request, ctx)
+        return JSONResponse({"accountId": account_id}, headers={"x-fireworks-account-id": account_id})
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError):
