@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 VERBS_HELP = """\
 verbs:
@@ -15,8 +17,9 @@ verbs:
   status [DIR]                 table of the runs in DIR (a run, a launch or a sweep; default: the latest launch),
                                refreshed from the backend
   wait [DIR]                   follow the runs in DIR until they end; record the final job and metrics
-  cancel DIR|JOB_ID...         cancel running job(s)
+  cancel DIR...                cancel the unfinished jobs of runs, launches or sweeps
   runs [OUTPUTS_DIR]           list recent runs and their states
+  compare SWEEP_DIR            a sweep's runs side by side: table, compare.csv, rewards.png
   serve [OPTIONS]              run the local Fireworks-compatible backend (rftlab serve --help)
   chat MODEL PROMPT            answer PROMPT with a base model or a trained output model
 """
@@ -33,14 +36,49 @@ def launch(argv: list[str]) -> int:
     return launch.run(composed)
 
 
+def _chat_model(name: str) -> tuple[Path | None, str | None]:
+    """(adapter folder, base model) for MODEL: a PEFT adapter folder, a local backend output model
+    (`accounts/A/models/M`), or else a base model (tiny-arith, a Hugging Face folder or name)."""
+    from rftlab.paths import state_dir
+    from rftlab.server.layout import StateLayout
+
+    if (Path(name) / "adapter_config.json").is_file():
+        return Path(name), None
+    output_model = re.fullmatch(r"accounts/([^/]+)/models/([^/]+)", name)
+    if output_model:
+        folder = StateLayout(state_dir()).model_dir(*output_model.groups())
+        if not (folder / "adapter_config.json").is_file():
+            raise SystemExit(
+                f"rftlab chat: {name} is not a trained model of the local backend ({folder} is missing)"
+            )
+        return folder, None
+    return None, name
+
+
 def chat(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rftlab chat", description="Answer a prompt with a model.")
-    parser.add_argument("model", help="tiny-arith, a local Hugging Face folder, or an output model name")
+    parser.add_argument(
+        "model",
+        help="an output model (accounts/A/models/M), a PEFT adapter folder, or a base model such as tiny-arith",
+    )
     parser.add_argument("prompt")
+    parser.add_argument(
+        "--base-model", help="the base model under the adapter (default: the one it was trained on)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     args = parser.parse_args(argv)
-    from rftlab.engine.chat import answer
+    adapter, base_model = _chat_model(args.model)
+    from rftlab.engine.chat import chat as answer
 
-    print(answer(args.model, args.prompt))
+    reply = answer(
+        args.prompt,
+        adapter=adapter,
+        base_model=args.base_model or base_model,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+    )
+    print(reply)
     return 0
 
 
@@ -52,6 +90,7 @@ COMMANDS: dict[str, str] = {
     "wait": "rftlab.verbs:wait",
     "cancel": "rftlab.verbs:cancel",
     "runs": "rftlab.verbs:runs",
+    "compare": "rftlab.compare:main",
     "serve": "rftlab.server.serve:main",
     "chat": "rftlab.cli:chat",
 }
@@ -66,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="rftlab",
+        usage="rftlab [-h] VERB [ARGS...]",
         description="Launch, follow and serve reinforcement fine-tuning jobs over Fireworks' REST API.",
         epilog=VERBS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
