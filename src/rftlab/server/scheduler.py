@@ -112,9 +112,12 @@ class Scheduler:
                     alive = bool(job.worker_pid) and is_alive(job.worker_pid)
                 if alive and (job.heartbeat_at or 0) >= stale_before:
                     continue
-                if alive:
+                if child is not None:
+                    child.kill()
+                    child.wait()
+                    del self._children[job.seq]
+                elif alive:
                     kill_worker(job.worker_pid, job.seq)
-                self._children.pop(job.seq, None)
                 self._requeue(job, "its worker stopped answering")
 
     def _requeue(self, job: Job, why: str) -> None:
