@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from rftlab import overrides as ov
 from rftlab.follow import final_metrics, short_state
@@ -143,16 +143,26 @@ def _pair(first: float | None, last: float | None) -> str:
 
 
 def table(points: list[Point], keys: list[str]) -> Table:
-    view = Table("job", "overrides", "state", "reward first -> last", "eval before -> after", "output model")
+    view = Table(
+        Column("job", no_wrap=True),
+        Column("overrides", no_wrap=True),
+        "state",
+        Column("reward first -> last", no_wrap=True),
+        Column("eval before -> after", no_wrap=True),
+        Column("output model", no_wrap=True),
+    )
+    errors = any(point.error for point in points)
+    if errors:
+        view.add_column("error", overflow="fold")
     for point in points:
-        state = f"{point.state}: {point.error}" if point.error else point.state
         view.add_row(
             point.job,
             ov.label(point.overrides, keys),
-            state,
+            point.state,
             _pair(point.reward_first, point.reward_last),
             _pair(point.eval_before, point.eval_after),
             point.output_model,
+            *([redact_text(point.error)] if errors else []),
         )
     return view
 
@@ -239,7 +249,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"rftlab compare: {root}: no run records here\n")
         return 1
     keys = differing_keys(points)
-    Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table(points, keys))
+    Console(highlight=False, width=None if sys.stdout.isatty() else 220).print(table(points, keys))
     write_csv(points, keys, root / CSV_NAME)
     reward_figure(points, keys).savefig(root / PLOT_NAME, dpi=120)
     print(f"wrote {root / CSV_NAME} and {root / PLOT_NAME}")
