@@ -128,7 +128,7 @@ class EvaluatorPool:
 
     INITIAL_WORKERS = 8
     GROW_AFTER_S = 0.02
-    STARTS_AT_ONCE = 8
+    STARTS_AT_ONCE = 2
 
     def __init__(self, code: EvaluatorCode, concurrency: int, timeout_s: float):
         self.code, self.timeout_s, self.concurrency = code, timeout_s, concurrency

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftlab.engine.settings import SamplingParams
 
@@ -76,6 +76,7 @@ class HFSampler:
         output = self.model.generate(
             input_ids=input_ids_B_P.to(device),
             attention_mask=attention_mask_B_P.to(device),
+            cache=self._shared_prompt_cache(prompts, input_ids_B_P.to(device), attention_mask_B_P.to(device)),
             max_new_tokens=params.max_output_tokens,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=pad_id,
@@ -99,6 +100,34 @@ class HFSampler:
             self._finish(offset + i, prompts[i], new_ids_B_T[i].tolist(), logprobs_B_T[i].tolist(), params)
             for i in range(len(prompts))
         ]
+
+    def _shared_prompt_cache(
+        self, prompts: list[list[int]], input_ids_B_P: torch.Tensor, attention_mask_B_P: torch.Tensor
+    ) -> DynamicCache | None:
+        """The KV cache of every prompt but its last token, computed once per distinct prompt and repeated for
+        its copies (a group's K rollouts share one prompt), so `generate` only runs each row's last prompt token
+        and the new ones; None (`generate` runs the whole prompts) when no prompt repeats."""
+        first_row: dict[tuple[int, ...], int] = {}
+        for row, ids in enumerate(prompts):
+            first_row.setdefault(tuple(ids), row)
+        if len(first_row) == len(prompts) or input_ids_B_P.shape[1] < 2:
+            return None
+        distinct_index = {key: index for index, key in enumerate(first_row)}
+        distinct_of_B = torch.tensor(
+            [distinct_index[tuple(ids)] for ids in prompts], device=input_ids_B_P.device
+        )
+        rows_U = list(first_row.values())
+        mask_U_P = attention_mask_B_P[rows_U, :-1]
+        cache = DynamicCache(config=self.model.config)
+        self.model(
+            input_ids=input_ids_B_P[rows_U, :-1],
+            attention_mask=mask_U_P,
+            position_ids=(mask_U_P.cumsum(-1) - 1).clamp(min=0),
+            cache=cache,
+            use_cache=True,
+        )
+        cache.batch_select_indices(distinct_of_B)
+        return cache
 
     def _finish(
         self,
