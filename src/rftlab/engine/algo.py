@@ -71,12 +71,9 @@ def gspo_token_ratio_N(
     """GSPO-token: every token carries its sequence's ratio exp(mean log-ratio) as value, with the gradient of
     its own log-probability: sg[s_i] * pi(y_t) / sg[pi(y_t)]."""
     log_ratio_N = logprobs_N - old_logprobs_N
-    sums_S = torch.zeros(sequence_count, dtype=log_ratio_N.dtype).index_add(
-        0, sequence_ids_N, log_ratio_N.detach()
-    )
-    counts_S = torch.zeros(sequence_count, dtype=log_ratio_N.dtype).index_add(
-        0, sequence_ids_N, torch.ones_like(log_ratio_N)
-    )
+    zeros_S = log_ratio_N.new_zeros(sequence_count)
+    sums_S = zeros_S.index_add(0, sequence_ids_N, log_ratio_N.detach())
+    counts_S = zeros_S.index_add(0, sequence_ids_N, torch.ones_like(log_ratio_N))
     sequence_log_ratio_N = (sums_S / counts_S.clamp(min=1))[sequence_ids_N]
     return torch.exp(sequence_log_ratio_N + logprobs_N - logprobs_N.detach())
 
