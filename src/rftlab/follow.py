@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from rftlab import wandb_link
 from rftlab.client import ApiError
@@ -16,6 +17,11 @@ from rftlab.connect import Clients
 from rftlab.records import TERMINAL_STATES, RunRecord
 
 GOOD_END_STATES = frozenset({"JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"})
+
+
+def wide_console() -> Console:
+    """A console for tables: the terminal's width, or wide enough for job ids when output is piped."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def short_state(state: str | None) -> str:
@@ -34,8 +40,8 @@ def final_metrics(job: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def describe_progress(job: dict[str, Any], metrics: list[dict[str, Any]], with_state: bool = True) -> str:
-    parts = [short_state(job.get("state"))] if with_state else []
+def describe_progress(job: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+    parts = [short_state(job.get("state"))]
     progress = job.get("jobProgress") or {}
     if metrics:
         last = metrics[-1]
@@ -104,3 +110,48 @@ def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, q
             if pending:
                 time.sleep(poll_interval_s)
     return 0 if all(state in GOOD_END_STATES for state in states.values()) else 1
+
+
+def _status_row(run: RunRecord, clients: Clients | None) -> list[str]:
+    if (run.read_json("meta.json") or {}).get("dry_run"):
+        return [run.job_id, "dry run", "", "", "", "", "nothing was sent"]
+    job, metrics = run.read_json("job.json"), (run.read_json("metrics.json") or {}).get("metrics", [])
+    if job is None:  # the backend refused the create: response.json holds its error
+        error = (run.read_json("response.json") or {}).get("error") or {}
+        message = error.get("message", "") if isinstance(error, dict) else str(error)
+        return [run.job_id, "refused", "", "", "", "", message]
+    if clients is not None:
+        try:
+            job, metrics = refresh(run, clients)
+        except ApiError as err:
+            return [run.job_id, f"unreachable ({short_state(job.get('state'))})", "", "", "", "", err.message]
+    progress = job.get("jobProgress") or {}
+    step = metrics[-1].get("step", len(metrics)) if metrics else progress.get("step")
+    reward = metrics[-1].get("reward_mean") if metrics else None
+    final = final_metrics(job)
+    evals = (
+        f"{final['eval_reward_before']:.3f} -> {final['eval_reward_after']:.3f}"
+        if "eval_reward_before" in final and "eval_reward_after" in final
+        else ""
+    )
+    percent = progress.get("percent")
+    return [
+        run.job_id,
+        short_state(job.get("state"))
+        + (f" {percent:.0f}%" if percent is not None and job.get("state") not in TERMINAL_STATES else ""),
+        "" if step is None else str(step),
+        "" if reward is None else f"{reward:.3f}",
+        evals,
+        (job.get("trainingConfig") or {}).get("outputModel", ""),
+        (job.get("status") or {}).get("message", ""),
+    ]
+
+
+def status_table(runs: list[RunRecord], clients: Clients | None = None) -> Table:
+    """One row per run: refreshed from the backend with `clients`, else as recorded."""
+    table = Table("job", "state", "step", "reward", "eval before -> after", "output model", "note")
+    folders = sorted({str(run.path.parent) for run in runs})
+    table.caption = ", ".join(folders)
+    for run in runs:
+        table.add_row(*_status_row(run, clients))
+    return table

@@ -116,7 +116,7 @@ def submit_and_follow(runs: list[tuple[Plan, RunRecord]], multirun: bool) -> int
     from rftlab.auth import CredentialsError
     from rftlab.client import ApiError
     from rftlab.connect import Clients
-    from rftlab.follow import follow
+    from rftlab.follow import follow, status_table, wide_console
     from rftlab.server.daemon import LocalServerError
     from rftlab.submit import as_json, describe, submit_all
 
@@ -139,4 +139,6 @@ def submit_and_follow(runs: list[tuple[Plan, RunRecord]], multirun: bool) -> int
         to_follow = [r.record for r in results if r.outcome != "failed" and r.plan.spec.wait]
         if to_follow:
             status = max(status, follow(to_follow, clients, spec.backend.poll_interval_s, quiet=spec.quiet))
+            if not spec.quiet:
+                wide_console().print(status_table(to_follow))
     return status

@@ -11,17 +11,13 @@ import difflib
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from rftlab.follow import status_table, wide_console
 from rftlab.records import RunRecord, find_runs, latest_launch
 from rftlab.redact import redact_text
 
 OUTPUTS = Path("outputs")
-
-
-def _console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str) -> int:
@@ -92,46 +88,6 @@ def relaunch(argv: list[str]) -> int:
     return launch.run(composed)
 
 
-def _refresh_rows(runs: list[RunRecord], refresh: bool) -> Table:
-    from rftlab.client import ApiError
-    from rftlab.connect import Clients
-    from rftlab.follow import describe_progress, final_metrics, short_state
-    from rftlab.follow import refresh as refresh_run
-
-    table = Table("job", "state", "progress", "eval before -> after", "output model", "record")
-    with Clients() as clients:
-        for run in runs:
-            meta = run.read_json("meta.json") or {}
-            if meta.get("dry_run"):
-                table.add_row(run.job_id, "dry run", "", "", "", str(run.path))
-                continue
-            job, metrics = run.read_json("job.json") or {}, []
-            if refresh:
-                try:
-                    job, metrics = refresh_run(run, clients)
-                except ApiError as err:
-                    table.add_row(run.job_id, "unreachable", err.message, "", "", str(run.path))
-                    continue
-            final = final_metrics(job)
-            evals = (
-                f"{final['eval_reward_before']:.3f} -> {final['eval_reward_after']:.3f}"
-                if "eval_reward_before" in final and "eval_reward_after" in final
-                else ""
-            )
-            percent = (job.get("jobProgress") or {}).get("percent")
-            progress = f"{percent:.0f}% " if percent is not None else ""
-            output_model = (job.get("trainingConfig") or {}).get("outputModel", "")
-            table.add_row(
-                run.job_id,
-                short_state(job.get("state")),
-                progress + describe_progress(job, metrics, with_state=False),
-                evals,
-                output_model,
-                str(run.path),
-            )
-    return table
-
-
 def status(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="rftlab status", description="A table of runs, refreshed from the backend."
@@ -139,7 +95,14 @@ def status(argv: list[str]) -> int:
     parser.add_argument("dir", nargs="?", help="a run, launch or sweep folder (default: the latest launch)")
     parser.add_argument("--no-refresh", action="store_true", help="show the recorded state; contact nothing")
     args = parser.parse_args(argv)
-    _console().print(_refresh_rows(_runs_in(args.dir), refresh=not args.no_refresh))
+    runs_here = _runs_in(args.dir)
+    if args.no_refresh:
+        wide_console().print(status_table(runs_here))
+    else:
+        from rftlab.connect import Clients
+
+        with Clients() as clients:
+            wide_console().print(status_table(runs_here, clients))
     return 0
 
 
@@ -161,7 +124,7 @@ def wait(argv: list[str]) -> int:
     with Clients() as clients:
         code = follow(runs, clients, args.poll, quiet=args.quiet)
     if not args.quiet:
-        _console().print(_refresh_rows(runs, refresh=False))
+        wide_console().print(status_table(runs))
     return code
 
 
@@ -208,5 +171,5 @@ def runs(argv: list[str]) -> int:
         state = "dry run" if meta.get("dry_run") else short_state(run.state) if run.state else "submitted?"
         model = training.get("baseModel") or training.get("warmStartFrom") or ""
         table.add_row(str(run.path.parent), run.job_id, state, model, " ".join(meta.get("overrides", [])))
-    _console().print(table if found else f"no runs under {args.dir}")
+    wide_console().print(table if found else f"no runs under {args.dir}")
     return 0
