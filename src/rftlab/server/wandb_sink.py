@@ -116,7 +116,15 @@ def reporting(
         yield TrackedReporter(reporter, run)
     except BaseException:
         if run is not None:
-            run.finish(exit_code=1)
+            end_run(run, exit_code=1)
         raise
     if run is not None:
-        run.finish()
+        end_run(run, exit_code=0)
+
+
+def end_run(run: Any, exit_code: int) -> None:
+    """Finish the run and wait until W&B has written all of it, so a finished job has a complete run."""
+    import wandb
+
+    run.finish(exit_code=exit_code)
+    wandb.teardown(exit_code)
