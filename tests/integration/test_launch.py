@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,27 @@ def jobs_on_server(server: LocalServer) -> list[dict]:
         ]
 
 
+def test_a_dry_run_contacts_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as listener:  # a port that would see any connection, /healthz included
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        for backend in ("local", "fireworks"):
+            args = [f"backend={backend}", f"backend.base_url={url}", "backend.account_id=a", "dry_run=true"]
+            assert cli.main(["launch", *args]) == 0
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert capsys.readouterr().out.count("nothing sent") == 2
+
+
+def resources_on_server(server: LocalServer, collection: str) -> list[str]:
+    with server.client() as client:
+        listed = client.get(f"/v1/accounts/local/{collection}", params={"pageSize": 200}).json()[collection]
+    return [item["name"].rsplit("/", 1)[1] for item in listed]
+
+
 def test_repeated_launch_creates_no_duplicate(server, workdir, capsys):
     args = launch_args(server, "training.learning_rate=1e-3")
     assert cli.main(args) == 0
@@ -62,6 +84,12 @@ def test_repeated_launch_creates_no_duplicate(server, workdir, capsys):
     assert len(runs) == 2 and runs[0].path.parent != runs[1].path.parent
     assert runs[0].job_id == runs[1].job_id
     assert [job["name"].rsplit("/", 1)[1] for job in jobs_on_server(server)].count(runs[0].job_id) == 1
+    meta = runs[0].read_json("meta.json")["inputs"]
+    for collection, key in (
+        ("datasets", "dataset"),
+        ("evaluators", "evaluator"),
+    ):  # uploaded once, then reused
+        assert resources_on_server(server, collection).count(meta[key]["name"].rsplit("/", 1)[1]) == 1
     for run in runs:
         assert {"config.yaml", "request.json", "response.json", "job.json", "status.jsonl", "meta.json"} <= {
             p.name for p in run.path.iterdir()
