@@ -181,7 +181,7 @@ class FireworksClient:
         return self._account(f"reinforcementFineTuningJobs/{self._tail(job_id)}{suffix}")
 
     def create_job(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST the body as exactly these bytes (what request.json records, less the redaction)."""
+        """POST the body; the job id goes in the `reinforcementFineTuningJobId` query parameter."""
         return self.request(
             "POST",
             self._account("reinforcementFineTuningJobs"),

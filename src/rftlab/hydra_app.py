@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra.core.config_search_path import ConfigSearchPath
@@ -24,6 +25,9 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from rftlab.plan import Plan
 
 from rftlab.paths import ASSETS_DIR, conf_dir, sweeps_dir
 
@@ -129,7 +133,7 @@ class Composed:
 
     launch_dir: Path | None = None
     cwd: Path | None = None
-    plans: list = field(default_factory=list)  # list[rftlab.plan.Plan]
+    plans: list[Plan] = field(default_factory=list)
     invalid: list[InvalidPoint] = field(default_factory=list)
     multirun: bool = False
 
@@ -139,13 +143,13 @@ _composed = Composed()
 
 def _task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
     from rftlab.plan import build_plan
     from rftlab.spec import SpecError
 
     hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]  # as typed
     _composed.launch_dir = Path(hydra_cfg.runtime.output_dir)
     _composed.cwd = Path(hydra_cfg.runtime.cwd)
     _composed.multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
@@ -158,6 +162,10 @@ def _task(cfg: DictConfig) -> None:
     except MissingMandatoryValue as err:
         problem = f"{err.full_key}: required (the config says ???); set it, e.g. {err.full_key}=VALUE"
         _composed.invalid.append(InvalidPoint(index, overrides, [problem]))
+    except InterpolationResolutionError as err:
+        _composed.invalid.append(
+            InvalidPoint(index, overrides, [f"{err.full_key}: {str(err.msg).splitlines()[0]}"])
+        )
 
 
 def compose(argv: list[str]) -> Composed:

@@ -112,3 +112,19 @@ def test_a_sweep_validates_every_point_before_reporting(tmp_path, monkeypatch, c
     errors = list(tmp_path.glob("outputs/*/*/invalid-1/error.json"))
     assert len(errors) == 1
     assert len(list(tmp_path.glob("outputs/*/*/*/request.json"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model=warm_start", "model.warm_start_from: required (the config says ???)"),
+        (
+            "dataset.path=${oc.env:RFTLAB_TEST_UNSET}",
+            "dataset.path: KeyError raised while resolving interpolation",
+        ),
+    ],
+)
+def test_unresolvable_values_name_their_key(override, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["launch", override, "dry_run=true"]) == 2
+    assert expected in capsys.readouterr().err
