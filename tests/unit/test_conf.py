@@ -79,3 +79,25 @@ def test_relative_user_paths_resolve_against_the_launch_directory(tmp_path, comp
     plan = build_plan(compose_config(["dataset.path=data/mine.jsonl", "dry_run=true"]), cwd=tmp_path)
     assert plan.dataset.local.path == tmp_path / "data" / "mine.jsonl"
     assert plan.config["dataset"]["path"] == str(tmp_path / "data" / "mine.jsonl")
+
+
+def test_launches_in_the_same_microsecond_get_their_own_folders(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from rftlab import hydra_app
+
+    frozen = datetime(2026, 1, 2, 3, 4, 5, 678901)
+
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return frozen
+
+    monkeypatch.setattr(hydra_app, "datetime", FrozenClock)
+    folders = []
+    for _ in range(3):
+        hydra_app.new_launch()
+        folders.append(hydra_app.claim_launch_dir(str(tmp_path / "outputs")))
+        assert hydra_app.claim_launch_dir(str(tmp_path / "outputs")) == folders[-1]  # stable within a launch
+    assert [Path(f).name for f in folders] == ["03-04-05-678901", "03-04-05-678901-2", "03-04-05-678901-3"]
+    assert all(Path(f).is_dir() for f in folders)
