@@ -14,6 +14,7 @@ from rich.table import Table
 from rftlab import wandb_link
 from rftlab.client import ApiError
 from rftlab.connect import Clients
+from rftlab.overrides import run_labels
 from rftlab.records import TERMINAL_STATES, RunRecord
 
 GOOD_END_STATES = frozenset({"JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"})
@@ -87,7 +88,11 @@ def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, q
         console=console,
         disable=quiet,
     )
-    tasks: dict[str, TaskID] = {r.job_id: progress.add_task("", total=100, job=r.job_id) for r in records}
+    labels = run_labels(records)
+    tasks: dict[str, TaskID] = {
+        r.job_id: progress.add_task("", total=100, job=f"{r.job_id} {labels[r.job_id]}".strip())
+        for r in records
+    }
     pending = list(records)
     with progress:
         while pending:

@@ -59,3 +59,13 @@ def varying(per_run: list[dict[str, str]]) -> list[str]:
 
 def label(overrides: dict[str, str], keys: list[str]) -> str:
     return " ".join(f"{key}={overrides[key]}" for key in keys if key in overrides)
+
+
+def run_labels(records: list) -> dict[str, str]:
+    """Job id -> the overrides that tell this run apart from the others given (run records, `rftlab.records`)."""
+    per_run = {
+        record.job_id: experiment_overrides((record.read_json("meta.json") or {}).get("overrides", []))
+        for record in records
+    }
+    keys = varying(list(per_run.values()))
+    return {job_id: label(overrides, keys) for job_id, overrides in per_run.items()}

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from rftlab import compare
-from rftlab.records import RunRecord, write_invalid_point
+from rftlab.overrides import run_labels
+from rftlab.records import RunRecord, find_runs, write_invalid_point
 
 
 def record_run(
@@ -121,3 +122,10 @@ def test_a_single_run_is_labelled_by_all_its_overrides(tmp_path):
 def test_an_empty_folder_is_an_error(tmp_path, capsys):
     assert compare.main([str(tmp_path), "--no-refresh"]) == 1
     assert "no run records" in capsys.readouterr().err
+
+
+def test_rftlab_wait_labels_each_job_by_what_sets_it_apart(tmp_path):
+    sweep = make_sweep(tmp_path)
+    labels = run_labels(find_runs(sweep))
+    assert labels["job-a"] == "training.learning_rate=0.001 training.lora_rank=8"
+    assert labels["job-d"] == "training.learning_rate=0.003 training.lora_rank=16"
