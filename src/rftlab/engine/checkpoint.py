@@ -28,12 +28,6 @@ def _complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return sorted(path for path in checkpoint_dir.glob("step-*") if (path / MARKER).exists())
 
 
-def latest_adapter(checkpoint_dir: Path) -> Path | None:
-    """The adapter folder of the last complete checkpoint, if any."""
-    found = _complete_checkpoints(checkpoint_dir)
-    return found[-1] / "adapter" if found else None
-
-
 def save_checkpoint(
     checkpoint_dir: Path, index: int, model: PeftModel, trainer: Trainer, progress: dict[str, Any]
 ):
