@@ -117,15 +117,20 @@ def collect(root: Path, refresh: bool = True) -> list[Point]:
     stale = [record for record in records if refresh and _needs_refresh(record)]
     fresh: dict[Path, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     if stale:
+        import httpx
+
+        from rftlab.auth import CredentialsError
+        from rftlab.client import ApiError
         from rftlab.connect import Clients
         from rftlab.follow import refresh as refresh_run
+        from rftlab.server.daemon import LocalServerError
 
         with Clients() as clients:
             for record in stale:
                 try:
                     fresh[record.path] = refresh_run(record, clients)
-                except Exception as error:  # unreachable backend: show what the record holds
-                    sys.stderr.write(redact_text(f"{record.job_id}: not refreshed: {error}\n"))
+                except (ApiError, httpx.HTTPError, CredentialsError, LocalServerError, ValueError) as error:
+                    sys.stderr.write(redact_text(f"{record.job_id}: not refreshed, as recorded: {error}\n"))
     points = [_submitted_point(record, *fresh.get(record.path, _recorded(record))) for record in records]
     return points + invalid_points(root)
 

@@ -129,3 +129,10 @@ def test_rftlab_wait_labels_each_job_by_what_sets_it_apart(tmp_path):
     labels = run_labels(find_runs(sweep))
     assert labels["job-a"] == "training.learning_rate=0.001 training.lora_rank=8"
     assert labels["job-d"] == "training.learning_rate=0.003 training.lora_rank=16"
+
+
+def test_a_run_that_cannot_be_refreshed_shows_its_recorded_state(tmp_path, capsys):
+    record_run(tmp_path / "launch", "still-running", ["training.epochs=1"], None, state="JOB_STATE_RUNNING")
+    (point,) = compare.collect(tmp_path / "launch", refresh=True)  # its meta.json names no backend
+    assert point.state == "running"
+    assert "still-running: not refreshed, as recorded" in capsys.readouterr().err
