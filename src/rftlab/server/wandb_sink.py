@@ -83,7 +83,6 @@ def start_run(wandb_config: dict[str, Any], job_id: str, job_dir: Path) -> Any:
         dir=run_dir,
         mode=mode,
         resume="allow",  # a resumed job continues its run
-        reinit="create_new",
         settings=settings,
     )
 
