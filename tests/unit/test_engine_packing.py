@@ -2,7 +2,15 @@
 
 import pytest
 
-from rftlab.engine.packing import TrainSequence, build_microbatch, pack, pack_rows, truncate
+from rftlab.engine.packing import (
+    TrainSequence,
+    build_microbatch,
+    pack,
+    pack_rows,
+    pack_sequences,
+    shared_prompt_units,
+    truncate,
+)
 
 
 def test_first_fit_decreasing_fills_rows_before_opening_new_ones():
@@ -63,3 +71,34 @@ def test_truncation_cuts_the_completion_and_reports_it():
     assert cut.tokens == [1, 2, 3, 4]
     assert cut.old_logprobs == [-1.0, -2.0]
     assert truncate(sequence, 2) == (None, True)
+
+
+def test_a_groups_sequences_share_one_copy_of_their_prompt():
+    sequences = [
+        TrainSequence([1, 2, 3, 4, 5], 3, [-0.1, -0.2], 1.0),
+        TrainSequence([1, 2, 3, 6], 3, [-0.3], -1.0),
+        TrainSequence([7, 8, 9], 2, [-0.4], 0.5),
+    ]
+    [[row]] = pack_sequences(sequences, 1000)
+    batch = build_microbatch(sequences, [row], pad_id=0)
+    assert batch.input_ids_R_L.tolist() == [[1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    assert batch.position_ids_R_L.tolist() == [[0, 1, 2, 3, 4, 3, 0, 1, 2]]
+    # both completions are first predicted at the shared prompt's last cell (2)
+    assert batch.predict_at_N.tolist() == [2, 3, 2, 7]
+    assert batch.targets_N.tolist() == [4, 5, 6, 9]
+    assert batch.sequence_ids_N.tolist() == [0, 0, 1, 2]
+    attends = batch.attends_R_L_L[0]
+    assert attends[5].nonzero().flatten().tolist() == [0, 1, 2, 5]  # token 6 sees the prompt and itself
+    assert attends[4].nonzero().flatten().tolist() == [0, 1, 2, 3, 4]
+    assert attends[8].nonzero().flatten().tolist() == [6, 7, 8]  # the next unit sees nothing before it
+
+
+def test_units_split_when_a_group_outgrows_the_row_and_padding_sees_only_itself():
+    prompt = list(range(1, 11))
+    sequences = [TrainSequence([*prompt, 20 + i, 30 + i], 10, [-0.1, -0.2], 1.0) for i in range(4)]
+    units = shared_prompt_units(sequences, unit_tokens=15)
+    assert units == [[0, 1], [2, 3]]
+    batch = build_microbatch(sequences, [[0, 1, 2], [3]], pad_id=0)
+    assert batch.input_ids_R_L.shape == (2, 16)
+    padding = batch.attends_R_L_L[1, 12:]
+    assert padding.nonzero()[:, 1].tolist() == list(range(12, 16))

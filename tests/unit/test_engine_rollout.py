@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
-from rftlab.engine.packing import TrainSequence, build_microbatch, pack
+from rftlab.engine.packing import TrainSequence, build_microbatch, pack, pack_sequences
 from rftlab.engine.rollout import HFSampler, render_prompt
 from rftlab.engine.settings import SamplingParams, TrainingSettings
 from rftlab.engine.trainer import Trainer, attach_adapter
@@ -111,3 +111,25 @@ def test_sampling_logprobs_match_the_trainers_packed_forward(model, tokenizer):
     with torch.no_grad():
         logprobs_N, _ = trainer._logprobs(batch, with_entropy=False)
     assert torch.allclose(logprobs_N, batch.old_logprobs_N, atol=1e-4)
+
+
+def test_groups_sharing_a_prompt_get_the_same_logprobs_as_sequences_laid_out_alone(model, tokenizer):
+    sampler = HFSampler(model, tokenizer)
+    group_prompts = [p for p in prompts(tokenizer, ["What is 1+2?", "Hi there"]) for _ in range(4)]
+    completions = [c for b in sampler.generate(group_prompts, SamplingParams(1.0, 1.0, 0, 6)) for c in b]
+    sequences = [
+        TrainSequence(c.prompt_ids + c.completion_ids, len(c.prompt_ids), c.logprobs, 1.0)
+        for c in completions
+    ]
+    settings = TrainingSettings(1, 1e-3, 4, 10_000, 1000, 1, 0, 0.0, "dapo", 0.0)
+    trainer = Trainer(model, settings, 1.0, planned_steps=1)
+    [rows] = pack_sequences(sequences, 10_000)
+    shared = build_microbatch(sequences, rows, tokenizer.pad_token_id)
+    alone = build_microbatch(sequences, [[i] for i in range(len(sequences))], tokenizer.pad_token_id)
+    assert shared.input_ids_R_L.numel() < alone.input_ids_R_L.numel() / 2
+    with torch.no_grad():
+        shared_N, _ = trainer._logprobs(shared, with_entropy=False)
+        alone_N, _ = trainer._logprobs(alone, with_entropy=False)
+    order = [i for row in rows for i in row]
+    by_sequence = torch.cat([alone_N[alone.sequence_ids_N == i] for i in order])
+    assert torch.allclose(shared_N, by_sequence, atol=1e-5)

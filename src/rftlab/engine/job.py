@@ -22,7 +22,7 @@ from rftlab.engine.checkpoint import restore_checkpoint, save_checkpoint
 from rftlab.engine.data import Row, check_rows, chunk_rows, epoch_chunks, split_rows
 from rftlab.engine.evaluator import EvaluatorPool, Score
 from rftlab.engine.models import choose_placement, load_base_model
-from rftlab.engine.packing import TrainSequence, build_microbatch, pack, truncate
+from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences, truncate
 from rftlab.engine.rollout import Completion, HFSampler, Sampler, render_prompt
 from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, JobSettings, SamplingParams, job_settings
 from rftlab.engine.trainer import Trainer, attach_adapter
@@ -149,7 +149,7 @@ def run_chunk(
     sequences, usable, dropped, truncated = training_sequences(rollouts, settings.candidates, max_tokens)
     valid_rewards = torch.tensor([s.value for s in rollouts.scores if s.valid])
     update_started = time.perf_counter()
-    batches = pack([len(s.tokens) for s in sequences], settings.training.batch_tokens)
+    batches = pack_sequences(sequences, settings.training.batch_tokens)
     steps = trainer.train([build_microbatch(sequences, rows_, pad_id) for rows_ in batches])
     update_seconds = time.perf_counter() - update_started
     chunk_metrics = {

@@ -112,10 +112,16 @@ class Trainer:
 
     def _logprobs(self, batch: MicroBatch, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probabilities of the trained tokens under the sampling temperature (and their entropy)."""
-        device = self.model.device
+        device, dtype = self.model.device, self.model.dtype
+        attends_R_1_L_L = batch.attends_R_L_L.to(device).unsqueeze(1)
+        # an additive mask: every attention implementation (eager included) reads it the same way
+        attention_mask_R_1_L_L = torch.zeros(attends_R_1_L_L.shape, dtype=dtype, device=device).masked_fill(
+            ~attends_R_1_L_L, torch.finfo(dtype).min
+        )
         logits_R_L_V = self.model(
             input_ids=batch.input_ids_R_L.to(device),
             position_ids=batch.position_ids_R_L.to(device),
+            attention_mask=attention_mask_R_1_L_L,
             use_cache=False,
         ).logits
         logits_N_V = logits_R_L_V.flatten(0, 1)[batch.predict_at_N.to(device)].float() / self.temperature
