@@ -202,6 +202,18 @@ def write_csv(points: list[Point], keys: list[str], path: Path) -> None:
             )
 
 
+SMOOTHING_SHARE = 0.05
+"""Long curves are drawn as a trailing moving average over this share of their steps: one step's reward is noisy."""
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    averaged, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value - (values[index - window] if index >= window else 0.0)
+        averaged.append(total / min(index + 1, window))
+    return averaged
+
+
 def reward_figure(points: list[Point], keys: list[str]):
     """The training reward per step, one line per job that reported any, labelled by its differing overrides."""
     import matplotlib
@@ -211,17 +223,19 @@ def reward_figure(points: list[Point], keys: list[str]):
 
     figure = Figure(figsize=(8, 5), layout="constrained")
     axes = figure.add_subplot()
+    longest = max((len(point.rewards) for point in points), default=0)
+    window = max(1, round(longest * SMOOTHING_SHARE))
     for point in points:
         if point.rewards:
             steps, rewards = zip(*point.rewards, strict=True)
             axes.plot(
                 steps,
-                rewards,
+                moving_average(list(rewards), window),
                 marker="." if len(steps) < 30 else None,
                 label=ov.label(point.overrides, keys) or point.job,
             )
     axes.set_xlabel("step")
-    axes.set_ylabel("reward_mean (training rollouts)")
+    axes.set_ylabel("training reward" + (f" (mean of the last {window} steps)" if window > 1 else ""))
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
     if axes.get_lines():

@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from rftlab import compare
 from rftlab.overrides import run_labels
 from rftlab.records import RunRecord, find_runs, write_invalid_point
@@ -136,3 +138,11 @@ def test_a_run_that_cannot_be_refreshed_shows_its_recorded_state(tmp_path, capsy
     (point,) = compare.collect(tmp_path / "launch", refresh=True)  # its meta.json names no backend
     assert point.state == "running"
     assert "still-running: not refreshed, as recorded" in capsys.readouterr().err
+
+
+def test_long_curves_are_drawn_as_a_trailing_moving_average():
+    assert compare.moving_average([1.0, 0.0, 1.0, 1.0], 2) == [1.0, 0.5, 0.5, 1.0]
+    assert compare.moving_average([0.2, 0.4], 1) == [0.2, 0.4]
+    long_run = compare.Point("long", {}, "completed", rewards=[(s, float(s % 2)) for s in range(1, 101)])
+    (line,) = compare.reward_figure([long_run], []).axes[0].get_lines()
+    assert list(line.get_ydata())[-1] == pytest.approx(0.4)  # steps 96-100 give 0, 1, 0, 1, 0 (5% of 100)
