@@ -175,6 +175,12 @@ def test_an_epoch_without_any_reward_difference_stops_the_job_early(tmp_path):
     assert "no group with different rewards" in outcome.message
     assert series(recorder.steps, "groups_dropped_frac") == [1.0, 1.0, 1.0]
     assert (tmp_path / "job" / "model" / "adapter_config.json").exists()
+    again = Recorder()
+    resumed = run_job(
+        inputs(tmp_path, rows=ROWS[:20], evaluator=constant, job={**JOB, "chunkSize": 8}), again
+    )
+    assert resumed.state == "JOB_STATE_EARLY_STOPPED", "a resumed job must not train past its early stop"
+    assert series(again.steps, "step") == [3]
 
 
 def test_an_evaluator_failing_on_most_rollouts_fails_the_job_with_its_own_error(tmp_path):

@@ -42,6 +42,8 @@ class Progress:
     evals: list[dict[str, float]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     last_chunk_steps: int = 0
+    stopped_early: bool = False
+    """An epoch ended without a single usable group."""
 
 
 @dataclass
@@ -232,7 +234,7 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
         policy = Policy(HFSampler(model, tokenizer), tokenizer, pool)
         if eval_rows and not progress.evals:
             progress.evals.append(measure_evals(policy, eval_rows, settings, inputs.seed))
-        while progress.epoch < settings.training.epochs:
+        while progress.epoch < settings.training.epochs and not progress.stopped_early:
             chunks = epoch_chunks(len(train_rows), settings.chunk_size, inputs.seed, progress.epoch)
             if reporter.should_stop():
                 return JobOutcome("JOB_STATE_CANCELLED", "cancelled", final_metrics(progress))
@@ -251,7 +253,7 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
             progress.history.extend(steps)
             progress.last_chunk_steps = len(steps)
             if epoch_done:
-                no_signal = progress.usable_groups_in_epoch == 0
+                progress.stopped_early = progress.usable_groups_in_epoch == 0
                 progress.epoch, progress.chunk, progress.usable_groups_in_epoch = progress.epoch + 1, 0, 0
             done_chunks = progress.epoch * chunks_per_epoch + progress.chunk
             save_checkpoint(inputs.checkpoint_dir, done_chunks, model, trainer, progress.__dict__)
@@ -264,12 +266,11 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 total_chunks,
                 progress.output_tokens,
             )
-            if epoch_done and no_signal:
-                model.save_pretrained(inputs.output_dir)
-                return JobOutcome(
-                    "JOB_STATE_EARLY_STOPPED",
-                    f"epoch {progress.epoch} had no group with different rewards: nothing left to learn from",
-                    final_metrics(progress),
-                )
     model.save_pretrained(inputs.output_dir)
+    if progress.stopped_early:
+        return JobOutcome(
+            "JOB_STATE_EARLY_STOPPED",
+            f"epoch {progress.epoch} had no group with different rewards: nothing left to learn from",
+            final_metrics(progress),
+        )
     return JobOutcome("JOB_STATE_COMPLETED", "", final_metrics(progress))
