@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel, set_peft_model_state_dict
-from safetensors.torch import load_file
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
+from safetensors.torch import load_file, save_file
 
 from rftlab.engine.trainer import Trainer
 
@@ -28,6 +29,15 @@ def _complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return sorted(path for path in checkpoint_dir.glob("step-*") if (path / MARKER).exists())
 
 
+def save_adapter(model: PeftModel, folder: Path) -> None:
+    """The adapter in PEFT format (adapter_config.json, adapter_model.safetensors), as `save_pretrained` writes
+    it minus the model card, which it renders from a template on every call: a large share of a small model's
+    step when done after each one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.peft_config[model.active_adapter].save_pretrained(folder)
+    save_file(get_peft_model_state_dict(model), folder / SAFETENSORS_WEIGHTS_NAME, metadata={"format": "pt"})
+
+
 def save_checkpoint(
     checkpoint_dir: Path, index: int, model: PeftModel, trainer: Trainer, progress: dict[str, Any]
 ):
@@ -36,7 +46,7 @@ def save_checkpoint(
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    model.save_pretrained(folder / "adapter")
+    save_adapter(model, folder / "adapter")
     state = {
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(),
