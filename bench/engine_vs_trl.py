@@ -4,7 +4,9 @@ Both sides train a LoRA adapter on the bundled tiny-arith model with the same ro
 P prompts per step, the same maximum output tokens, LoRA rank (alpha 2r, all linear layers), learning rate
 (cosine to 10% without warmup), weight decay, gradient clipping, loss (DAPO: clip 0.2 / 0.28, no KL,
 token-level mean), group-normalised advantages, sampling (temperature 1, no top-k / top-p), seed and number of
-steps. Each side runs in its own process, one after the other, with 2 torch threads.
+steps. Each side runs in its own process, one after the other: the engine with the torch threads it picks
+itself (one for this small model), TRL with torch's default (one per core) unless `--trl-threads` says
+otherwise.
 
 rftlab runs through `run_job` exactly as the local backend's worker calls it (subprocess evaluators, packing,
 a checkpoint after every step). TRL runs `GRPOTrainer.train()` with the evaluator called in-process as a reward
@@ -27,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import torch
 
 from _common import (
+    BENCH_THREADS,
     EXACT_MATCH,
     arithmetic_rows,
     peak_rss_mb,
@@ -57,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--eval-rows", type=int, default=200, help="held-out rows for the reward before/after"
     )
+    parser.add_argument("--trl-threads", type=int, default=BENCH_THREADS, help="torch threads for TRL's side")
     parser.add_argument("--side", choices=["rftlab", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -183,6 +188,7 @@ def run_rftlab(args: argparse.Namespace) -> dict[str, Any]:
         "trained_tokens": sum(m["tokens_trained"] for m in steps),
         "reward_series": [m["reward_mean"] for m in steps],
         "peak_rss_mb": rss,
+        "threads": torch.get_num_threads(),
         "evaluator_workers_rss_mb": log.children_peak_rss_mb,
         "before": before,
         "after": after,
@@ -192,18 +198,26 @@ def run_rftlab(args: argparse.Namespace) -> dict[str, Any]:
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from datasets import Dataset
     from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from rftlab.engine.models import choose_placement, load_base_model
+    from rftlab.engine.models import resolve_model_source
     from rftlab.engine.trainer import attach_adapter
 
+    pin_threads(args.trl_threads)
     sys.path.insert(0, str(EXACT_MATCH.root))
     from exact_match import evaluate  # the same evaluator file, called in-process as TRL users do
 
     train, held_out = split(args)
-    base, tokenizer = load_base_model(MODEL, choose_placement())
-    before = held_out_reward(attach_adapter(base, args.lora_rank, None), tokenizer, held_out, args)
-    base, tokenizer = load_base_model(MODEL, choose_placement())
+    source = resolve_model_source(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    before = held_out_reward(
+        attach_adapter(AutoModelForCausalLM.from_pretrained(source), args.lora_rank, None),
+        tokenizer,
+        held_out,
+        args,
+    )
+    base = AutoModelForCausalLM.from_pretrained(source)
 
     timings = {"gen_s": 0.0, "eval_s": 0.0, "completion_tokens": 0, "rollout_tokens": 0, "padded_tokens": 0}
 
@@ -302,6 +316,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         "trained_tokens": timings["padded_tokens"],
         "reward_series": rewards,
         "peak_rss_mb": rss,
+        "threads": torch.get_num_threads(),
         "evaluator_workers_rss_mb": 0.0,
         "before": before,
         "after": after,
@@ -315,7 +330,8 @@ def report(name: str, side: dict[str, Any]) -> None:
     gain = side["after"]["sampled"] - side["before"]["sampled"]
     print(
         f"{name:>6}: {side['steps']} steps, {side['completions']} completions in {side['wall_s']:.1f} s "
-        f"({side['setup_s']:.1f} s setup) = {side['completions'] / side['wall_s']:.1f} completions/s; "
+        f"({side['setup_s']:.1f} s setup, {side['threads']} torch thread(s)) = "
+        f"{side['completions'] / side['wall_s']:.1f} completions/s; "
         f"peak RSS {side['peak_rss_mb']:.0f} MB"
         + (
             f" (+ {side['evaluator_workers_rss_mb']:.0f} MB in all evaluator worker processes)"
@@ -344,7 +360,6 @@ def mean(values: list[float]) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.side:
-        pin_threads()
         result = run_rftlab(args) if args.side == "rftlab" else run_trl(args)
         args.result.write_text(json.dumps(result))
         return 0
