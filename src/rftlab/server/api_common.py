@@ -14,12 +14,19 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Body, Depends, Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rftlab.server.accounts import account_for_key
-from rftlab.server.errors import describe_validation_errors, invalid, not_found, unauthenticated
+from rftlab.server.errors import (
+    already_exists,
+    describe_validation_errors,
+    invalid,
+    not_found,
+    unauthenticated,
+)
 from rftlab.server.layout import StateLayout
-from rftlab.server.store import Resource, Store
+from rftlab.server.store import Resource, Store, find_resource
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -98,14 +105,19 @@ def short_id(name: str, collection: str, account_id: str) -> str:
 
 
 def get_resource(session: Session, account_id: str, kind: str, resource_id: str) -> Resource:
-    resource = (
-        session.query(Resource)
-        .filter_by(account_id=account_id, kind=kind, resource_id=resource_id)
-        .one_or_none()
-    )
+    resource = find_resource(session, account_id, kind, resource_id)
     if resource is None:
         raise not_found(f"accounts/{account_id}/{kind}/{resource_id}")
     return resource
+
+
+def insert_resource(ctx: ServerContext, resource: Resource) -> None:
+    """Store a new resource; ALREADY_EXISTS if its account already has one of that kind and id."""
+    try:
+        with ctx.store.session() as session:
+            session.add(resource)
+    except IntegrityError:
+        raise already_exists(resource.body["name"]) from None
 
 
 @dataclass(frozen=True)

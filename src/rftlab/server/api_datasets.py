@@ -5,11 +5,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from rftlab.server import uploads
 from rftlab.server.api_common import (
@@ -17,36 +15,19 @@ from rftlab.server.api_common import (
     Ctx,
     JsonBody,
     ServerContext,
-    fetch_page,
     get_resource,
+    insert_resource,
     now,
-    page_request,
     parse_body,
-    rfc3339,
 )
 from rftlab.server.dataset_check import check_dataset_file
-from rftlab.server.errors import already_exists, failed_precondition, invalid
-from rftlab.server.job_refs import refuse_if_used_by_active_job
-from rftlab.server.schemas import DatasetCreate, UploadEndpointRequest, check_resource_id
+from rftlab.server.errors import failed_precondition, invalid
+from rftlab.server.resource_routes import STATEFUL_ORDER_COLUMNS, add_list_get_delete, render
+from rftlab.server.schemas import DatasetCreate, check_resource_id
 from rftlab.server.store import Resource
 
 KIND = "datasets"
 router = APIRouter(prefix="/v1/accounts/{account_id}")
-ORDER_COLUMNS = {
-    "name": Resource.resource_id,
-    "createTime": Resource.create_time,
-    "updateTime": Resource.update_time,
-    "displayName": Resource.display_name,
-    "state": Resource.state,
-}
-
-
-def render(resource: Resource) -> dict[str, Any]:
-    return {
-        **resource.body,
-        "createTime": rfc3339(resource.create_time),
-        "updateTime": rfc3339(resource.update_time),
-    }
 
 
 @router.post("/datasets")
@@ -77,43 +58,17 @@ def create_dataset(account_id: AccountId, ctx: Ctx, body: JsonBody = None) -> di
             "createdBy": account_id,
         },
     )
-    try:
-        with ctx.store.session() as session:
-            session.add(resource)
-    except IntegrityError:
-        raise already_exists(name) from None
+    insert_resource(ctx, resource)
     return render(resource)
 
 
-@router.get("/datasets")
-def list_datasets(
-    account_id: AccountId,
-    ctx: Ctx,
-    pageSize: int | None = None,
-    pageToken: str | None = None,
-    orderBy: str | None = None,
-) -> dict:
-    page = page_request(pageSize, pageToken, orderBy, set(ORDER_COLUMNS))
-    with ctx.store.reading() as session:
-        query = select(Resource).where(Resource.account_id == account_id, Resource.kind == KIND)
-        rows, next_token = fetch_page(session, query, page, ORDER_COLUMNS, Resource.seq)
-        return {"datasets": [render(r) for r in rows], "nextPageToken": next_token}
-
-
-@router.get("/datasets/{dataset_id}")
-def get_dataset(dataset_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.reading() as session:
-        return render(get_resource(session, account_id, KIND, dataset_id))
-
-
-@router.delete("/datasets/{dataset_id}")
-def delete_dataset(dataset_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.session() as session:
-        resource = get_resource(session, account_id, KIND, dataset_id)
-        refuse_if_used_by_active_job(session, account_id, resource.body["name"])
-        session.delete(resource)
-    shutil.rmtree(ctx.layout.dataset_file(account_id, dataset_id).parent, ignore_errors=True)
-    return {}
+add_list_get_delete(
+    router,
+    KIND,
+    "dataset",
+    STATEFUL_ORDER_COLUMNS,
+    lambda layout, account_id, dataset_id: layout.dataset_file(account_id, dataset_id).parent,
+)
 
 
 @router.post("/datasets/{dataset_id}:upload")
@@ -145,12 +100,9 @@ def dataset_upload_endpoint(
     ctx: Ctx,
     body: JsonBody = None,
 ) -> dict:
-    wanted = parse_body(UploadEndpointRequest, body)
-    _expect_uploading(ctx, account_id, dataset_id)
-    (filename, size) = next(iter(wanted.filename_to_size.items()))
-    with ctx.store.session() as session:
-        url = uploads.open_slot(session, account_id, KIND, dataset_id, filename, size, str(request.base_url))
-    return {"filenameToSignedUrls": {filename: url}}
+    return uploads.upload_endpoint(
+        ctx, str(request.base_url), account_id, KIND, dataset_id, body, check=_refuse_unless_uploading
+    )
 
 
 @router.post("/datasets/{dataset_id}:validateUpload")
@@ -162,11 +114,14 @@ def validate_dataset_upload(dataset_id: str, account_id: AccountId, ctx: Ctx) ->
 
 def _expect_uploading(ctx: ServerContext, account_id: str, dataset_id: str) -> None:
     with ctx.store.session() as session:
-        resource = get_resource(session, account_id, KIND, dataset_id)
-        if resource.state != "UPLOADING":
-            raise failed_precondition(
-                f"{resource.body['name']} is already {resource.state}; datasets are immutable, create a new one"
-            )
+        _refuse_unless_uploading(get_resource(session, account_id, KIND, dataset_id))
+
+
+def _refuse_unless_uploading(dataset: Resource) -> None:
+    if dataset.state != "UPLOADING":
+        raise failed_precondition(
+            f"{dataset.body['name']} is already {dataset.state}; datasets are immutable, create a new one"
+        )
 
 
 def _install(ctx: ServerContext, account_id: str, dataset_id: str, staged: Path, filename: str) -> dict:

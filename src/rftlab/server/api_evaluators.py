@@ -7,14 +7,10 @@ comes back ACTIVE or BUILD_FAILED; `BUILDING` only means the code has not been u
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from rftlab.server import uploads
 from rftlab.server.api_common import (
@@ -22,14 +18,11 @@ from rftlab.server.api_common import (
     Ctx,
     JsonBody,
     ServerContext,
-    fetch_page,
     get_resource,
+    insert_resource,
     now,
-    page_request,
     parse_body,
-    rfc3339,
 )
-from rftlab.server.errors import already_exists
 from rftlab.server.evaluator_build import (
     BuildError,
     check_entry,
@@ -37,30 +30,15 @@ from rftlab.server.evaluator_build import (
     resolve_entry,
     write_inline_files,
 )
-from rftlab.server.job_refs import refuse_if_used_by_active_job
-from rftlab.server.schemas import EvaluatorCreate, UploadEndpointRequest, check_resource_id
+from rftlab.server.resource_routes import STATEFUL_ORDER_COLUMNS, add_list_get_delete, render
+from rftlab.server.schemas import EvaluatorCreate, check_resource_id
 from rftlab.server.store import Resource
 
 KIND = "evaluators"
 router = APIRouter(prefix="/v1/accounts/{account_id}")
-ORDER_COLUMNS = {
-    "name": Resource.resource_id,
-    "createTime": Resource.create_time,
-    "updateTime": Resource.update_time,
-    "displayName": Resource.display_name,
-    "state": Resource.state,
-}
 AWAITING_UPLOAD = (
     "waiting for the code: call :getUploadEndpoint, PUT the .py or .tar.gz, then :validateUpload"
 )
-
-
-def render(resource: Resource) -> dict[str, Any]:
-    return {
-        **resource.body,
-        "createTime": rfc3339(resource.create_time),
-        "updateTime": rfc3339(resource.update_time),
-    }
 
 
 @router.post("/evaluatorsV2")
@@ -90,11 +68,7 @@ def create_evaluator(account_id: AccountId, ctx: Ctx, body: JsonBody = None) -> 
             "createdBy": account_id,
         },
     )
-    try:
-        with ctx.store.session() as session:
-            session.add(resource)
-    except IntegrityError:
-        raise already_exists(name) from None
+    insert_resource(ctx, resource)
     if snippets is None:
         return render(resource)
     code_dir = ctx.layout.evaluator_code(account_id, evaluator_id)
@@ -107,35 +81,13 @@ def create_evaluator(account_id: AccountId, ctx: Ctx, body: JsonBody = None) -> 
     )
 
 
-@router.get("/evaluators")
-def list_evaluators(
-    account_id: AccountId,
-    ctx: Ctx,
-    pageSize: int | None = None,
-    pageToken: str | None = None,
-    orderBy: str | None = None,
-) -> dict:
-    page = page_request(pageSize, pageToken, orderBy, set(ORDER_COLUMNS))
-    with ctx.store.reading() as session:
-        query = select(Resource).where(Resource.account_id == account_id, Resource.kind == KIND)
-        rows, next_token = fetch_page(session, query, page, ORDER_COLUMNS, Resource.seq)
-        return {"evaluators": [render(r) for r in rows], "nextPageToken": next_token}
-
-
-@router.get("/evaluators/{evaluator_id}")
-def get_evaluator(evaluator_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.reading() as session:
-        return render(get_resource(session, account_id, KIND, evaluator_id))
-
-
-@router.delete("/evaluators/{evaluator_id}")
-def delete_evaluator(evaluator_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.session() as session:
-        resource = get_resource(session, account_id, KIND, evaluator_id)
-        refuse_if_used_by_active_job(session, account_id, resource.body["name"])
-        session.delete(resource)
-    shutil.rmtree(ctx.layout.evaluator_code(account_id, evaluator_id).parent, ignore_errors=True)
-    return {}
+add_list_get_delete(
+    router,
+    KIND,
+    "evaluator",
+    STATEFUL_ORDER_COLUMNS,
+    lambda layout, account_id, evaluator_id: layout.evaluator_code(account_id, evaluator_id).parent,
+)
 
 
 @router.post("/evaluators/{evaluator_id}:getUploadEndpoint")
@@ -146,14 +98,7 @@ def evaluator_upload_endpoint(
     ctx: Ctx,
     body: JsonBody = None,
 ) -> dict:
-    wanted = parse_body(UploadEndpointRequest, body)
-    (filename, size) = next(iter(wanted.filename_to_size.items()))
-    with ctx.store.session() as session:
-        get_resource(session, account_id, KIND, evaluator_id)
-        url = uploads.open_slot(
-            session, account_id, KIND, evaluator_id, filename, size, str(request.base_url)
-        )
-    return {"filenameToSignedUrls": {filename: url}}
+    return uploads.upload_endpoint(ctx, str(request.base_url), account_id, KIND, evaluator_id, body)
 
 
 @router.post("/evaluators/{evaluator_id}:validateUpload")

@@ -26,7 +26,7 @@ from rftlab.server.api_common import (
 from rftlab.server.errors import ApiError, already_exists, failed_precondition, invalid, not_found
 from rftlab.server.processes import kill_worker
 from rftlab.server.schemas import JobRequest, check_resource_id
-from rftlab.server.store import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, JobMetric, Resource
+from rftlab.server.store import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, JobMetric, find_resource
 
 router = APIRouter(prefix="/v1/accounts/{account_id}/reinforcementFineTuningJobs")
 ORDER_COLUMNS = {
@@ -113,12 +113,7 @@ def _resolve_references(session: Session, account_id: str, job_id: str, spec: di
         short_id(training.get("outputModel") or job_id, "models", account_id), "trainingConfig.outputModel"
     )
     output_name = f"accounts/{account_id}/models/{output_id}"
-    taken = session.scalar(
-        select(Resource.seq).where(
-            Resource.account_id == account_id, Resource.kind == "models", Resource.resource_id == output_id
-        )
-    )
-    if taken:
+    if find_resource(session, account_id, "models", output_id) is not None:
         raise invalid(
             f"trainingConfig.outputModel: {output_name} already exists; choose another output model name"
         )
@@ -139,11 +134,7 @@ def _ready(session: Session, account_id: str, kind: str, name: str, field: str, 
     except ApiError:
         raise invalid(f"{field}: {name} not found") from None
     full = f"accounts/{account_id}/{kind}/{resource_id}"
-    resource = session.scalars(
-        select(Resource).where(
-            Resource.account_id == account_id, Resource.kind == kind, Resource.resource_id == resource_id
-        )
-    ).first()
+    resource = find_resource(session, account_id, kind, resource_id)
     if resource is None:
         raise invalid(f"{field}: {full} not found")
     if resource.state != state:

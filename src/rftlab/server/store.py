@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -70,6 +71,14 @@ class Resource(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     create_time: Mapped[float] = mapped_column(Float, default=time.time)
     update_time: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+def find_resource(session: Session, account_id: str, kind: str, resource_id: str) -> Resource | None:
+    return session.scalars(
+        select(Resource).where(
+            Resource.account_id == account_id, Resource.kind == kind, Resource.resource_id == resource_id
+        )
+    ).first()
 
 
 class Job(Base):

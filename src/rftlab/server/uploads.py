@@ -5,22 +5,43 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rftlab.server.api_common import Ctx, ServerContext
+from rftlab.server.api_common import Ctx, ServerContext, get_resource, parse_body
 from rftlab.server.errors import ApiError, failed_precondition, not_found
 from rftlab.server.layout import StateLayout
-from rftlab.server.store import UploadSlot
+from rftlab.server.schemas import UploadEndpointRequest
+from rftlab.server.store import Resource, UploadSlot
 
 router = APIRouter()
 
 
-def open_slot(
+def upload_endpoint(
+    ctx: ServerContext,
+    base_url: str,
+    account_id: str,
+    kind: str,
+    resource_id: str,
+    body: Any,
+    check: Callable[[Resource], None] = lambda resource: None,
+) -> dict:
+    """The `:getUploadEndpoint` reply: a PUT URL for the requested file, once `check` accepts the resource."""
+    wanted = parse_body(UploadEndpointRequest, body)
+    (filename, size) = next(iter(wanted.filename_to_size.items()))
+    with ctx.store.session() as session:
+        check(get_resource(session, account_id, kind, resource_id))
+        url = _open_slot(session, account_id, kind, resource_id, filename, size, base_url)
+    return {"filenameToSignedUrls": {filename: url}}
+
+
+def _open_slot(
     session: Session, account_id: str, kind: str, resource_id: str, filename: str, size: int, base_url: str
 ) -> str:
     token = secrets.token_urlsafe(32)

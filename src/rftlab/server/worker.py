@@ -23,14 +23,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from rftlab.engine.api import EvaluatorCode, JobFailed, JobInputs, JobOutcome
 from rftlab.engine.settings import job_settings
 from rftlab.server import wandb_sink
 from rftlab.server.dataset_check import read_rows
 from rftlab.server.layout import StateLayout
-from rftlab.server.store import Job, JobMetric, Resource, Store
+from rftlab.server.store import Job, JobMetric, Resource, Store, find_resource
 
 DATABASE_URL_ENV = "RFTLAB_DATABASE_URL"
 HEARTBEAT_INTERVAL_S = 2.0
@@ -119,11 +119,7 @@ def _wait_until_claimed(store: Store, job_seq: int, timeout_s: float = 30.0) -> 
 def _resource(store: Store, account_id: str, kind: str, name: str) -> Resource:
     resource_id = name.rsplit("/", 1)[-1]
     with store.reading() as session:
-        resource = session.scalars(
-            select(Resource).where(
-                Resource.account_id == account_id, Resource.kind == kind, Resource.resource_id == resource_id
-            )
-        ).first()
+        resource = find_resource(session, account_id, kind, resource_id)
     if resource is None:
         raise JobFailed(f"{name} no longer exists")
     return resource
@@ -187,13 +183,7 @@ def _register_model(store: Store, job: Job, inputs: JobInputs) -> None:
         "createdBy": job.account_id,
     }
     with store.session() as session:
-        existing = session.scalars(
-            select(Resource).where(
-                Resource.account_id == job.account_id,
-                Resource.kind == "models",
-                Resource.resource_id == model_id,
-            )
-        ).first()
+        existing = find_resource(session, job.account_id, "models", model_id)
         if existing is None:
             session.add(
                 Resource(

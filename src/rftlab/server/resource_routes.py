@@ -1,0 +1,77 @@
+"""The list, get and delete routes that datasets, evaluators and models share, and how such a resource renders."""
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+from sqlalchemy import select
+
+from rftlab.server.api_common import AccountId, Ctx, fetch_page, get_resource, page_request, rfc3339
+from rftlab.server.job_refs import refuse_if_used_by_active_job
+from rftlab.server.layout import StateLayout
+from rftlab.server.store import Resource
+
+ORDER_COLUMNS = {
+    "name": Resource.resource_id,
+    "createTime": Resource.create_time,
+    "updateTime": Resource.update_time,
+    "displayName": Resource.display_name,
+}
+STATEFUL_ORDER_COLUMNS = {**ORDER_COLUMNS, "state": Resource.state}
+
+
+def render(resource: Resource) -> dict[str, Any]:
+    return {
+        **resource.body,
+        "createTime": rfc3339(resource.create_time),
+        "updateTime": rfc3339(resource.update_time),
+    }
+
+
+def add_list_get_delete(
+    router: APIRouter,
+    kind: str,
+    singular: str,
+    order_columns: dict[str, Any],
+    files: Callable[[StateLayout, str, str], Path],
+) -> None:
+    """`GET /<kind>`, `GET /<kind>/{<singular>_id}` and `DELETE /<kind>/{<singular>_id}` on `router`.
+
+    `files(layout, account_id, resource_id)` is the folder a delete removes. A resource an unfinished job uses
+    cannot be deleted.
+    """
+    item_path = f"/{kind}/{{{singular}_id}}"
+    # The path parameter keeps its per-kind name (e.g. `dataset_id`) in the OpenAPI schema. No
+    # `from __future__ import annotations` here: FastAPI must see this local alias as an object, not a string.
+    ResourceId = Annotated[str, PathParam(alias=f"{singular}_id")]
+
+    @router.get(f"/{kind}", name=f"list_{kind}")
+    def list_resources(
+        account_id: AccountId,
+        ctx: Ctx,
+        pageSize: int | None = None,
+        pageToken: str | None = None,
+        orderBy: str | None = None,
+    ) -> dict:
+        page = page_request(pageSize, pageToken, orderBy, set(order_columns))
+        with ctx.store.reading() as session:
+            query = select(Resource).where(Resource.account_id == account_id, Resource.kind == kind)
+            rows, next_token = fetch_page(session, query, page, order_columns, Resource.seq)
+            return {kind: [render(r) for r in rows], "nextPageToken": next_token}
+
+    @router.get(item_path, name=f"get_{singular}")
+    def get_one(resource_id: ResourceId, account_id: AccountId, ctx: Ctx) -> dict:
+        with ctx.store.reading() as session:
+            return render(get_resource(session, account_id, kind, resource_id))
+
+    @router.delete(item_path, name=f"delete_{singular}")
+    def delete_one(resource_id: ResourceId, account_id: AccountId, ctx: Ctx) -> dict:
+        with ctx.store.session() as session:
+            resource = get_resource(session, account_id, kind, resource_id)
+            refuse_if_used_by_active_job(session, account_id, resource.body["name"])
+            session.delete(resource)
+        shutil.rmtree(files(ctx.layout, account_id, resource_id), ignore_errors=True)
+        return {}
