@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
+from rftlab import cli
 from rftlab.auth import read_auth_ini
 from rftlab.paths import ASSETS_DIR
 
 ARITHMETIC_ROWS = ASSETS_DIR / "arithmetic" / "train.jsonl"
 EXACT_MATCH = ASSETS_DIR / "arithmetic" / "exact_match.py"
+DATASET, EVALUATOR = "accounts/local/datasets/rows", "accounts/local/evaluators/exact"
 TERMINAL_STATES = {
     "JOB_STATE_COMPLETED",
     "JOB_STATE_FAILED",
@@ -60,6 +63,17 @@ class LocalServer:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+
+    @classmethod
+    def under(cls, root: Path, **settings: Any) -> LocalServer:
+        """A server (not started yet) whose HOME and state dir are `root`/home and `root`/state."""
+        return cls(home=root / "home", state_dir=root / "state", **settings)
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.stop()
 
     @property
     def base_url(self) -> str:
@@ -171,6 +185,14 @@ def create_evaluator(client: httpx.Client, account: str, evaluator_id: str, code
     return response.json()
 
 
+def add_training_inputs(client: httpx.Client) -> None:
+    """In account local: datasets `rows` (32 rows, i.e. four chunks of `small_job`) and `one-chunk` (8 rows), and
+    the exact-match evaluator `exact`."""
+    assert upload_dataset(client, "local", "rows", arithmetic_jsonl(32)).status_code == 200
+    assert upload_dataset(client, "local", "one-chunk", arithmetic_jsonl(8)).status_code == 200
+    create_evaluator(client, "local", "exact")
+
+
 def small_job(dataset: str, evaluator: str, **overrides: Any) -> dict:
     """A job of a few quick steps on the tiny model: 8 rows per chunk, 4 candidates, 8 tokens."""
     body: dict[str, Any] = {
@@ -193,6 +215,12 @@ def create_job(client: httpx.Client, account: str, job_id: str, body: dict) -> d
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def job_ids(client: httpx.Client, account: str) -> list[str]:
+    """The ids of the account's jobs (one page of up to 200)."""
+    listed = client.get(f"/v1/accounts/{account}/reinforcementFineTuningJobs", params={"pageSize": 200})
+    return [job["name"].rsplit("/", 1)[1] for job in listed.json()["reinforcementFineTuningJobs"]]
 
 
 def job_state(client: httpx.Client, account: str, job_id: str) -> dict:
@@ -218,7 +246,6 @@ POSTGRES_URL_ENV = "RFTLAB_TEST_POSTGRES_URL"
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty database on the PostgreSQL server named by $RFTLAB_TEST_POSTGRES_URL (the test is skipped
     when it is unset), dropped afterwards."""
-    import pytest
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -258,3 +285,19 @@ def worker_pids(state_dir: Path) -> list[int]:
 def finished(client: httpx.Client, account: str, job_id: str) -> dict | None:
     job = job_state(client, account, job_id)
     return job if job["state"] in TERMINAL_STATES else None
+
+
+@contextmanager
+def project_folder(
+    server: LocalServer, folder: Path, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> Iterator[Path]:
+    """`folder` as the working directory, holding `rows.jsonl` with `rows` arithmetic rows; HOME is the server's,
+    where its first start wrote the key. Afterwards the jobs launched from it are cancelled, which leaves the
+    single job slot free for the next test."""
+    monkeypatch.setenv("HOME", str(server.home))
+    monkeypatch.setenv("RFTLAB_HOME", str(server.state_dir))
+    monkeypatch.chdir(folder)
+    (folder / "rows.jsonl").write_bytes(arithmetic_jsonl(rows))
+    yield folder
+    if (folder / "outputs").is_dir():
+        cli.main(["cancel", str(folder / "outputs")])

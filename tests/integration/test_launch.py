@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from server_harness import LocalServer, arithmetic_jsonl, wait_for
+from server_harness import LocalServer, job_ids, project_folder, wait_for
 
 from rftlab import cli
 from rftlab.records import TERMINAL_STATES, find_runs
@@ -15,22 +15,15 @@ from rftlab.records import TERMINAL_STATES, find_runs
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("launch-server")
-    running = LocalServer(home=root / "home", state_dir=root / "state", max_running_jobs=1).start()
-    yield running
-    running.stop()
+    with LocalServer.under(tmp_path_factory.mktemp("launch-server"), max_running_jobs=1) as running:
+        yield running
 
 
 @pytest.fixture
 def workdir(server, tmp_path, monkeypatch):
     """A project folder with a small dataset; HOME is the server's, where its first start wrote the key."""
-    monkeypatch.setenv("HOME", str(server.home))
-    monkeypatch.setenv("RFTLAB_HOME", str(server.state_dir))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "rows.jsonl").write_bytes(arithmetic_jsonl(16))
-    yield tmp_path
-    if (tmp_path / "outputs").is_dir():  # leave the single job slot free for the next test
-        cli.main(["cancel", str(tmp_path / "outputs")])
+    with project_folder(server, tmp_path, monkeypatch, rows=16) as folder:
+        yield folder
 
 
 def launch_args(server: LocalServer, *overrides: str) -> list[str]:
@@ -46,11 +39,9 @@ def launch_args(server: LocalServer, *overrides: str) -> list[str]:
     ]
 
 
-def jobs_on_server(server: LocalServer) -> list[dict]:
+def jobs_on_server(server: LocalServer) -> list[str]:
     with server.client() as client:
-        return client.get("/v1/accounts/local/reinforcementFineTuningJobs", params={"pageSize": 200}).json()[
-            "reinforcementFineTuningJobs"
-        ]
+        return job_ids(client, "local")
 
 
 def test_a_dry_run_contacts_nothing(tmp_path, monkeypatch, capsys):
@@ -83,7 +74,7 @@ def test_repeated_launch_creates_no_duplicate(server, workdir, capsys):
     runs = find_runs(workdir / "outputs")
     assert len(runs) == 2 and runs[0].path.parent != runs[1].path.parent
     assert runs[0].job_id == runs[1].job_id
-    assert [job["name"].rsplit("/", 1)[1] for job in jobs_on_server(server)].count(runs[0].job_id) == 1
+    assert jobs_on_server(server).count(runs[0].job_id) == 1
     meta = runs[0].read_json("meta.json")["inputs"]
     for collection, key in (
         ("datasets", "dataset"),
@@ -126,7 +117,7 @@ def test_a_sweep_submits_every_valid_point_and_records_the_invalid_one(server, w
     assert "training.lora_rank=12: must be a power of two" in captured.err
     runs = find_runs(workdir / "outputs")
     assert len(runs) == 2 and len({run.path.parent for run in runs}) == 1
-    on_server = {job["name"].rsplit("/", 1)[1] for job in jobs_on_server(server)}
+    on_server = set(jobs_on_server(server))
     assert {run.job_id for run in runs} <= on_server
     assert json.loads(next((workdir / "outputs").rglob("invalid-2/error.json")).read_text())["overrides"][
         -1
@@ -156,6 +147,17 @@ def test_cancel_stops_the_job_and_records_it(server, workdir):
     )
     states = [entry["state"] for entry in run.status_history()]
     assert states[-1] == "JOB_STATE_CANCELLED" and len(states) >= 2
+
+
+def test_max_rows_uploads_only_the_first_rows(server, workdir):
+    args = launch_args(server, "training.learning_rate=7e-3", "dataset.max_rows=5", "quiet=true")
+    assert cli.main(args) == 0
+    (run,) = find_runs(workdir / "outputs")
+    dataset = run.read_json("meta.json")["inputs"]["dataset"]
+    assert dataset["max_rows"] == 5
+    with server.client() as client:
+        uploaded = client.get(f"/v1/{dataset['name']}").json()
+    assert int(uploaded["exampleCount"]) == 5
 
 
 @pytest.mark.slow

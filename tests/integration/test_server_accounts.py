@@ -5,15 +5,20 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from server_harness import LocalServer, arithmetic_jsonl, create_evaluator, small_job, upload_dataset
+from server_harness import (
+    LocalServer,
+    arithmetic_jsonl,
+    create_evaluator,
+    create_job,
+    small_job,
+    upload_dataset,
+)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    running = LocalServer(home=root / "home", state_dir=root / "state", max_running_jobs=0).start()
-    yield running
-    running.stop()
+    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
+        yield running
 
 
 def test_accounts_are_isolated(server):
@@ -22,11 +27,7 @@ def test_accounts_are_isolated(server):
         assert upload_dataset(local, "local", "private", arithmetic_jsonl(5)).status_code == 200
         create_evaluator(local, "local", "private-eval")
         job = small_job("accounts/local/datasets/private", "accounts/local/evaluators/private-eval")
-        params = {"reinforcementFineTuningJobId": "private-job"}
-        assert (
-            local.post("/v1/accounts/local/reinforcementFineTuningJobs", params=params, json=job).status_code
-            == 200
-        )
+        create_job(local, "local", "private-job", job)
 
         for path in ("datasets", "evaluators", "reinforcementFineTuningJobs", "models"):
             response = team.get(f"/v1/accounts/local/{path}")

@@ -24,10 +24,8 @@ A = "/v1/accounts/local"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    running = LocalServer(home=root / "home", state_dir=root / "state", max_running_jobs=0).start()
-    yield running
-    running.stop()
+    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,7 @@ def test_ensure_local_server_starts_once_then_reuses_and_stop_ends_it(isolated_e
 
 
 def test_a_second_server_on_the_same_state_dir_is_refused(tmp_path):
-    server = LocalServer(home=tmp_path / "home", state_dir=tmp_path / "state", max_running_jobs=0).start()
-    try:
+    with LocalServer.under(tmp_path, max_running_jobs=0) as server:
         second = subprocess.run(
             [
                 sys.executable,
@@ -57,8 +56,6 @@ def test_a_second_server_on_the_same_state_dir_is_refused(tmp_path):
         )
         assert second.returncode == 1
         assert "another server is using" in second.stderr
-    finally:
-        server.stop()
 
 
 def test_add_account_rejects_a_bad_id(tmp_path, capsys):

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 from server_harness import (
+    DATASET,
+    EVALUATOR,
     LocalServer,
-    arithmetic_jsonl,
+    add_training_inputs,
     create_evaluator,
     create_job,
     finished,
     job_state,
     small_job,
-    upload_dataset,
     wait_for,
     worker_pids,
 )
@@ -27,21 +28,15 @@ SERVER_SECRETS = {
     "FIREWORKS_API_KEY": "fw-marker-in-server-env",
     "WANDB_API_KEY": "wandb-marker-in-server-env",
 }
-DATASET, EVALUATOR = "accounts/local/datasets/rows", "accounts/local/evaluators/exact"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    running = LocalServer(
-        home=root / "home", state_dir=root / "state", max_running_jobs=1, extra_env=SERVER_SECRETS
-    ).start()
-    with running.client() as client:
-        assert upload_dataset(client, "local", "rows", arithmetic_jsonl(32)).status_code == 200
-        assert upload_dataset(client, "local", "one-chunk", arithmetic_jsonl(8)).status_code == 200
-        create_evaluator(client, "local", "exact")
-    yield running
-    running.stop()
+    with LocalServer.under(root, max_running_jobs=1, extra_env=SERVER_SECRETS) as running:
+        with running.client() as client:
+            add_training_inputs(client)
+        yield running
 
 
 def test_deleting_a_running_job_stops_its_worker_which_never_saw_the_servers_secrets(server):

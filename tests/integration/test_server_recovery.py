@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import pytest
 from server_harness import (
+    DATASET,
+    EVALUATOR,
     LocalServer,
     arithmetic_jsonl,
     create_evaluator,
+    create_job,
     finished,
     job_metrics,
     job_state,
@@ -22,25 +25,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_killed_server_resumes_its_jobs_on_the_next_start(tmp_path):
-    server = LocalServer(home=tmp_path / "home", state_dir=tmp_path / "state").start()
+    server = LocalServer.under(tmp_path).start()
     key = server.local_key()
     with server.client() as client:
         assert upload_dataset(client, "local", "rows", arithmetic_jsonl(32)).status_code == 200
         create_evaluator(client, "local", "exact")
-        job = small_job("accounts/local/datasets/rows", "accounts/local/evaluators/exact")
-        params = {"reinforcementFineTuningJobId": "survivor"}
-        assert (
-            client.post("/v1/accounts/local/reinforcementFineTuningJobs", params=params, json=job).status_code
-            == 200
-        )
-        queued = small_job("accounts/local/datasets/rows", "accounts/local/evaluators/exact", chunkSize=32)
-        params = {"reinforcementFineTuningJobId": "queued-behind"}
-        assert (
-            client.post(
-                "/v1/accounts/local/reinforcementFineTuningJobs", params=params, json=queued
-            ).status_code
-            == 200
-        )
+        create_job(client, "local", "survivor", small_job(DATASET, EVALUATOR))
+        create_job(client, "local", "queued-behind", small_job(DATASET, EVALUATOR, chunkSize=32))
         wait_for(lambda: job_metrics(client, "local", "survivor"), "a first step")
         before_kill = job_metrics(client, "local", "survivor")
 

@@ -19,10 +19,8 @@ TRAIN_STEPS = 6  # 53 rows, 5 carved out for eval, 48 in chunks of 8
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    running = LocalServer(home=root / "home", state_dir=root / "state").start()
-    yield running
-    running.stop()
+    with LocalServer.under(tmp_path_factory.mktemp("server")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

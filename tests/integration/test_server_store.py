@@ -150,29 +150,25 @@ def test_threads_and_processes_write_at_once_without_losing_anything(store, data
 
 @pytest.mark.postgres
 def test_the_server_works_against_postgres(tmp_path):
-    with fresh_postgres_database() as url:
-        server = LocalServer(
-            home=tmp_path / "home", state_dir=tmp_path / "state", database_url=url, max_running_jobs=0
-        )
-        server.start()
-        try:
-            with server.client() as client:
-                assert upload_dataset(client, "local", "rows", arithmetic_jsonl(12)).status_code == 200
-                assert create_evaluator(client, "local", "exact")["state"] == "ACTIVE"
-                job = {"dataset": "rows", "evaluator": "exact", "trainingConfig": {"baseModel": "tiny-arith"}}
-                params = {"reinforcementFineTuningJobId": "on-postgres"}
-                assert (
-                    client.post(
-                        "/v1/accounts/local/reinforcementFineTuningJobs", params=params, json=job
-                    ).status_code
-                    == 200
-                )
-                again = client.post("/v1/accounts/local/reinforcementFineTuningJobs", params=params, json=job)
-                assert again.status_code == 409
-                listed = client.get("/v1/accounts/local/reinforcementFineTuningJobs").json()
-                assert [j["name"] for j in listed["reinforcementFineTuningJobs"]] == [
-                    "accounts/local/reinforcementFineTuningJobs/on-postgres"
-                ]
-            assert not (server.state_dir / "rftlab.db").exists()
-        finally:
-            server.stop()
+    with (
+        fresh_postgres_database() as url,
+        LocalServer.under(tmp_path, database_url=url, max_running_jobs=0) as server,
+    ):
+        with server.client() as client:
+            assert upload_dataset(client, "local", "rows", arithmetic_jsonl(12)).status_code == 200
+            assert create_evaluator(client, "local", "exact")["state"] == "ACTIVE"
+            job = {"dataset": "rows", "evaluator": "exact", "trainingConfig": {"baseModel": "tiny-arith"}}
+            params = {"reinforcementFineTuningJobId": "on-postgres"}
+            assert (
+                client.post(
+                    "/v1/accounts/local/reinforcementFineTuningJobs", params=params, json=job
+                ).status_code
+                == 200
+            )
+            again = client.post("/v1/accounts/local/reinforcementFineTuningJobs", params=params, json=job)
+            assert again.status_code == 409
+            listed = client.get("/v1/accounts/local/reinforcementFineTuningJobs").json()
+            assert [j["name"] for j in listed["reinforcementFineTuningJobs"]] == [
+                "accounts/local/reinforcementFineTuningJobs/on-postgres"
+            ]
+        assert not (server.state_dir / "rftlab.db").exists()

@@ -8,15 +8,15 @@ import signal
 
 import pytest
 from server_harness import (
+    DATASET,
+    EVALUATOR,
     LocalServer,
-    arithmetic_jsonl,
-    create_evaluator,
+    add_training_inputs,
     create_job,
     finished,
     job_metrics,
     output_metrics,
     small_job,
-    upload_dataset,
     wait_for,
     worker_pids,
 )
@@ -24,19 +24,14 @@ from server_harness import (
 pytestmark = pytest.mark.slow
 
 A = "/v1/accounts/local"
-DATASET, EVALUATOR = "accounts/local/datasets/rows", "accounts/local/evaluators/exact"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    running = LocalServer(home=root / "home", state_dir=root / "state", max_running_jobs=1).start()
-    with running.client() as client:
-        assert upload_dataset(client, "local", "rows", arithmetic_jsonl(32)).status_code == 200
-        assert upload_dataset(client, "local", "one-chunk", arithmetic_jsonl(8)).status_code == 200
-        create_evaluator(client, "local", "exact")
-    yield running
-    running.stop()
+    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=1) as running:
+        with running.client() as client:
+            add_training_inputs(client)
+        yield running
 
 
 def test_a_killed_worker_resumes_from_its_last_checkpoint(server):

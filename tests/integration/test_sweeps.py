@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from server_harness import LocalServer, arithmetic_jsonl
+from server_harness import LocalServer, job_ids, project_folder
 
 from rftlab import cli, compare
 from rftlab.records import TERMINAL_STATES, find_runs
@@ -34,23 +34,16 @@ class OfflineWandbServer(LocalServer):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep-server")
-    running = OfflineWandbServer(home=root / "home", state_dir=root / "state", wandb_dir=root / "wandb")
-    running.wandb_dir.mkdir()
-    running.start()
-    yield running
-    running.stop()
+    (root / "wandb").mkdir()
+    with OfflineWandbServer.under(root, wandb_dir=root / "wandb") as running:
+        yield running
 
 
 @pytest.fixture
 def workdir(server, tmp_path, monkeypatch):
     """A project folder with 40 rows: 4 held out for eval, 36 trained on in 3 chunks of 12."""
-    monkeypatch.setenv("HOME", str(server.home))
-    monkeypatch.setenv("RFTLAB_HOME", str(server.state_dir))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "rows.jsonl").write_bytes(arithmetic_jsonl(40))
-    yield tmp_path
-    if (tmp_path / "outputs").is_dir():  # leave the single job slot free for the next test
-        cli.main(["cancel", str(tmp_path / "outputs")])
+    with project_folder(server, tmp_path, monkeypatch, rows=40) as folder:
+        yield folder
 
 
 def sweep_args(server: LocalServer, sweep: str, *overrides: str) -> list[str]:
@@ -68,8 +61,7 @@ def sweep_args(server: LocalServer, sweep: str, *overrides: str) -> list[str]:
 
 def jobs_on_server(server: LocalServer) -> set[str]:
     with server.client() as client:
-        listed = client.get("/v1/accounts/local/reinforcementFineTuningJobs", params={"pageSize": 200})
-    return {job["name"].rsplit("/", 1)[1] for job in listed.json()["reinforcementFineTuningJobs"]}
+        return set(job_ids(client, "local"))
 
 
 def test_a_2x2_sweep_runs_to_the_end_is_compared_and_logged_to_wandb(server, workdir, marker_secrets, capfd):
