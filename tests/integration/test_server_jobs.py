@@ -10,6 +10,7 @@ import pytest
 from server_harness import (
     DATASET,
     EVALUATOR,
+    TERMINAL_STATES,
     LocalServer,
     add_training_inputs,
     create_evaluator,
@@ -65,7 +66,7 @@ def test_jobs_run_one_at_a_time_in_creation_order(server):
         def all_done() -> bool:
             states = {name: job_state(client, "local", name)["state"] for name in names}
             observed.append(states)
-            return all(finished(client, "local", name) for name in names)
+            return all(state in TERMINAL_STATES for state in states.values())
 
         wait_for(all_done, "the three queued jobs", timeout_s=400, every_s=0.2)
     active = ("JOB_STATE_VALIDATING", "JOB_STATE_RUNNING")
