@@ -46,12 +46,7 @@ def history(run_folder: Path) -> list[dict[str, Any]]:
     rows = []
     for record in records(run_folder):
         if record.WhichOneof("record_type") == "history":
-            rows.append(
-                {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                    for item in record.history.item
-                }
-            )
+            rows.append(_by_key(record.history.item))
     return rows
 
 
@@ -76,10 +71,10 @@ def summary(run_folder: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for record in records(run_folder):
         if record.WhichOneof("record_type") == "summary":
-            values.update(
-                {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                    for item in record.summary.update
-                }
-            )
+            values.update(_by_key(record.summary.update))
     return values
+
+
+def _by_key(items) -> dict[str, Any]:
+    """History or summary items as {metric name: value}; a nested key is joined with '/'."""
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
