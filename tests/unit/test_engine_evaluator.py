@@ -131,3 +131,22 @@ def test_a_missing_entry_function_is_named(evaluator_code):
     code = EvaluatorCode(evaluator_code.root, "scorer.py", "grade")
     with pytest.raises(JobFailed, match="defines no function 'grade'"):
         EvaluatorPool(code, concurrency=1, timeout_s=5)
+
+
+def test_a_slow_evaluator_gets_more_workers_so_its_calls_overlap(tmp_path):
+    (tmp_path / "judge.py").write_text(
+        "import os, time\n\n"
+        "def evaluate(messages, ground_truth=None, **fields):\n"
+        "    time.sleep(0.2)\n"
+        "    return {'score': 1.0, 'reason': str(os.getpid())}\n"
+    )
+    code = EvaluatorCode(tmp_path, "judge.py", "evaluate")
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    with EvaluatorPool(code, concurrency=16, timeout_s=10) as pool:
+        for _ in range(20):
+            scores = [future.result() for future in [pool.submit(messages, None, {}) for _ in range(16)]]
+            assert all(score.value == 1.0 for score in scores)
+            if len({score.reason for score in scores}) > EvaluatorPool.INITIAL_WORKERS:
+                break
+        workers = {score.reason for score in scores}
+    assert EvaluatorPool.INITIAL_WORKERS < len(workers) <= 16

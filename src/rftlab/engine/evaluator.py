@@ -17,6 +17,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,13 +122,14 @@ class EvaluatorPool:
     """`submit(messages, ground_truth, fields)` -> Future[Score]; up to `concurrency` calls run at once.
 
     `INITIAL_WORKERS` worker processes start with the pool (an evaluator that cannot load fails the job at
-    once). While calls keep finding every worker busy for `GROW_AFTER_S`, more start, a few at a time, up to
-    `concurrency`: an evaluator that answers in a millisecond keeps the first few processes; one that waits on a
-    remote judge or a sandbox soon gets a process per call in flight, so its waits overlap instead of queueing.
+    once). When calls queue for a busy worker while calls take `SLOW_CALL_S` or more (an evaluator that waits on
+    a remote judge or a sandbox), more workers start in the background, `STARTS_AT_ONCE` at a time, until there
+    is one per call in flight (at most `concurrency`), so the waits overlap instead of queueing. An evaluator
+    that answers in a millisecond keeps the initial processes.
     """
 
     INITIAL_WORKERS = 8
-    GROW_AFTER_S = 0.02
+    SLOW_CALL_S = 0.02
     STARTS_AT_ONCE = 2
 
     def __init__(self, code: EvaluatorCode, concurrency: int, timeout_s: float):
@@ -144,50 +146,82 @@ class EvaluatorPool:
             raise
         for worker in workers:
             self._idle.put(worker)
-        self._started = len(workers)
-        self._started_lock = threading.Lock()
-        self._starting = threading.BoundedSemaphore(self.STARTS_AT_ONCE)
+        self._lock = threading.Lock()
+        self._started = self._wanted = len(workers)
+        self._in_flight = 0
+        self._last_call_s = 0.0
+        self._starters: list[threading.Thread] = []
         self._closed = False
 
     def submit(
         self, messages: list[dict[str, Any]], ground_truth: Any, fields: dict[str, Any]
     ) -> Future[Score]:
         payload = json.dumps({"messages": messages, "ground_truth": ground_truth, "fields": fields}) + "\n"
+        with self._lock:
+            self._in_flight += 1
         return self._threads.submit(self._run, payload)
-
-    def _take_worker(self) -> _Worker:
-        while True:
-            try:
-                return self._idle.get(timeout=self.GROW_AFTER_S)
-            except queue.Empty:
-                pass
-            if not self._starting.acquire(blocking=False):
-                continue
-            try:
-                with self._started_lock:
-                    grow = self._started < self.concurrency
-                    self._started += grow
-                if grow:
-                    worker = _Worker(self.code)
-                    worker.wait_ready()
-                    return worker
-            finally:
-                self._starting.release()
 
     def _run(self, payload: str) -> Score:
         worker = self._take_worker()
+        started = time.perf_counter()
         try:
             if not worker.alive():
                 worker = _Worker(self.code)
                 worker.wait_ready()
             return worker.call(payload, self.timeout_s)
         finally:
+            self._last_call_s = time.perf_counter() - started
+            with self._lock:
+                self._in_flight -= 1
             self._idle.put(worker)
+
+    def _take_worker(self) -> _Worker:
+        while True:
+            try:
+                return self._idle.get(timeout=self.SLOW_CALL_S)
+            except queue.Empty:
+                self._grow()
+
+    def _grow(self) -> None:
+        """A call is queueing: with slow calls, want a worker per call in flight and start one more starter."""
+        if self._last_call_s < self.SLOW_CALL_S:
+            return
+        with self._lock:
+            self._wanted = max(self._wanted, min(self.concurrency, self._in_flight))
+            active = [starter for starter in self._starters if starter.is_alive()]
+            if self._closed or len(active) >= self.STARTS_AT_ONCE or self._started >= self._wanted:
+                return
+            self._started += 1
+            starter = threading.Thread(target=self._start_workers, name="evaluator-starter", daemon=True)
+            self._starters = [*active, starter]
+        starter.start()
+
+    def _start_workers(self) -> None:
+        """Start workers one after another while the pool wants more (each counted in `_started` beforehand)."""
+        while True:
+            worker = _Worker(self.code)
+            try:
+                worker.wait_ready()
+            except JobFailed:
+                with self._lock:  # it loaded at the start: leave the pool as it is
+                    self._started -= 1
+                return
+            with self._lock:
+                if self._closed:
+                    worker.kill()
+                    return
+                self._idle.put(worker)
+                if self._started >= self._wanted:
+                    return
+                self._started += 1
 
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        with self._lock:
+            self._closed = True
+        for starter in self._starters:
+            starter.join()
         self._threads.shutdown(wait=True, cancel_futures=True)
         while not self._idle.empty():
             self._idle.get().kill()
