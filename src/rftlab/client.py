@@ -11,7 +11,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -160,12 +159,11 @@ class FireworksClient:
             "POST", self._account("datasets"), json={"datasetId": dataset_id, "dataset": dataset}
         )
 
-    def upload_dataset(self, dataset_id: str, path: Path) -> dict[str, Any]:
-        content = Path(path).read_bytes()
+    def upload_dataset(self, dataset_id: str, filename: str, content: bytes) -> dict[str, Any]:
         return self.request(
             "POST",
             self._account(f"datasets/{self._tail(dataset_id)}:upload"),
-            files={"file": (Path(path).name, content, "application/jsonl")},
+            files={"file": (filename, content, "application/jsonl")},
         )
 
     # evaluators

@@ -24,6 +24,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def jsonl_head(path: Path, rows: int) -> bytes:
+    """The first `rows` non-blank lines of a JSONL file, each ending with a newline; stops reading there."""
+    lines: list[bytes] = []
+    with path.open("rb") as stream:
+        for line in stream:
+            if line.strip():
+                lines.append(line if line.endswith(b"\n") else line + b"\n")
+                if len(lines) == rows:
+                    break
+    return b"".join(lines)
+
+
 def json_sha256(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

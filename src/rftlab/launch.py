@@ -35,6 +35,7 @@ def plan_meta(plan: Plan, cwd: Path) -> dict[str, Any]:
                 "name": ref.name,
                 "path": str(local.path) if local else None,
                 "sha256": local and local.sha256,
+                **({"max_rows": local.max_rows} if local and local.max_rows else {}),
             }
     return {
         "job_id": plan.job_id,

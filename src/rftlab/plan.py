@@ -5,6 +5,7 @@ Pure: reads local files (the dataset, the evaluator, auth.ini for the account id
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,7 +28,21 @@ class LocalInput:
 
     path: Path
     sha256: str
+    """Of what is uploaded: the whole file, or its first `max_rows` rows."""
     resource_id: str
+    max_rows: int | None = None
+
+    @property
+    def upload_name(self) -> str:
+        if self.max_rows is None:
+            return self.path.name
+        return f"{self.path.stem}-first{self.max_rows}{self.path.suffix}"
+
+    def content(self) -> bytes:
+        """The bytes to upload."""
+        if self.max_rows is None:
+            return self.path.read_bytes()
+        return ids.jsonl_head(self.path, self.max_rows)
 
 
 @dataclass(frozen=True)
@@ -92,18 +107,24 @@ def absolutize_paths(config: dict[str, Any], cwd: Path) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=64)
-def _sha256_cached(path: Path, mtime_ns: int, size: int) -> str:
-    return ids.file_sha256(path)
+def _sha256_cached(path: Path, mtime_ns: int, size: int, max_rows: int | None) -> str:
+    if max_rows is None:
+        return ids.file_sha256(path)
+    return hashlib.sha256(ids.jsonl_head(path, max_rows)).hexdigest()
 
 
-def _local_input(key: str, path_text: str, slug: str, salt: str = "") -> LocalInput:
+def _local_input(
+    key: str, path_text: str, slug: str, salt: str = "", max_rows: int | None = None
+) -> LocalInput:
     path = Path(path_text)
     if not path.is_file():
         raise SpecError([ConfigProblem(key=key, value=path_text, message="no such file")])
     stat = path.stat()
-    sha = _sha256_cached(path, stat.st_mtime_ns, stat.st_size)
+    sha = _sha256_cached(path, stat.st_mtime_ns, stat.st_size, max_rows)
     digest = ids.json_sha256([sha, salt]) if salt else sha
-    return LocalInput(path=path, sha256=sha, resource_id=ids.with_hash(slug, digest))
+    if max_rows is not None:
+        slug = f"{slug}-first{max_rows}"
+    return LocalInput(path=path, sha256=sha, resource_id=ids.with_hash(slug, digest), max_rows=max_rows)
 
 
 def resolve_account(spec: RunSpec) -> str | None:
@@ -120,7 +141,10 @@ def _inputs(spec: RunSpec, account: str) -> tuple[InputRef, InputRef, InputRef |
     data, evaluator = spec.dataset, spec.evaluator
     if data.path:
         local = _local_input(
-            "dataset.path", data.path, f"{Path(data.path).parent.name}-{Path(data.path).stem}"
+            "dataset.path",
+            data.path,
+            f"{Path(data.path).parent.name}-{Path(data.path).stem}",
+            max_rows=data.max_rows,
         )
         dataset = InputRef(ids.resource_name(account, "datasets", local.resource_id), local)
     else:

@@ -44,6 +44,8 @@ class ModelSpec(Section):
 
 class DatasetSpec(Section):
     path: str | None = None
+    max_rows: int | None = Field(None, ge=1, strict=True)
+    """Upload only the first N rows of `path` (a quick experiment); None: all of them."""
     id: str | None = None
     evaluation_path: str | None = None
     evaluation_dataset: str | None = None
@@ -55,6 +57,11 @@ class DatasetSpec(Section):
             raise ValueError(
                 "required: set exactly one of path (a local JSONL file) and id (an existing dataset) "
                 f"(got path={self.path!r}, id={self.id!r})"
+            )
+        if self.max_rows is not None and self.path is None:
+            raise ValueError(
+                f"max_rows={self.max_rows} cuts a local file (path); a dataset named by id={self.id!r} is "
+                "already on the backend: drop dataset.max_rows, or use dataset.path"
             )
         if self.evaluation_path is not None and self.evaluation_dataset is not None:
             raise ValueError(

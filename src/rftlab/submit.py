@@ -65,11 +65,11 @@ def ensure_dataset(client: FireworksClient, ref: InputRef, poll_s: float) -> Non
         dataset = client.get_dataset(local.resource_id)
     except NotFoundError:
         try:
-            dataset = client.create_dataset(local.resource_id, {"displayName": local.path.name})
+            dataset = client.create_dataset(local.resource_id, {"displayName": local.upload_name})
         except ConflictError:
             dataset = client.get_dataset(local.resource_id)
     if dataset.get("state") == "UPLOADING":
-        client.upload_dataset(local.resource_id, local.path)
+        client.upload_dataset(local.resource_id, local.upload_name, local.content())
     _wait_for_state(
         lambda: client.get_dataset(local.resource_id), "READY", set(), f"dataset {ref.name}", poll_s
     )

@@ -149,6 +149,17 @@ def test_cancel_stops_the_job_and_records_it(server, workdir):
     assert states[-1] == "JOB_STATE_CANCELLED" and len(states) >= 2
 
 
+def test_max_rows_uploads_only_the_first_rows(server, workdir):
+    args = launch_args(server, "training.learning_rate=7e-3", "dataset.max_rows=5", "quiet=true")
+    assert cli.main(args) == 0
+    (run,) = find_runs(workdir / "outputs")
+    dataset = run.read_json("meta.json")["inputs"]["dataset"]
+    assert dataset["max_rows"] == 5
+    with server.client() as client:
+        uploaded = client.get(f"/v1/{dataset['name']}").json()
+    assert int(uploaded["exampleCount"]) == 5
+
+
 @pytest.mark.slow
 def test_wait_follows_the_job_to_its_end_and_records_metrics(server, workdir):
     code = cli.main(launch_args(server, "training.learning_rate=6e-3", "wait=true", "quiet=true"))

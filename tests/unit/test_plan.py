@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -74,6 +75,34 @@ def test_dataset_content_changes_the_upload_name_and_the_job_id(compose_config, 
     after = build_plan(compose_config(["dataset.path=rows.jsonl"]), cwd=tmp_path)
     assert before.dataset.name != after.dataset.name
     assert before.job_id != after.job_id
+
+
+def test_max_rows_uploads_the_first_rows_as_a_dataset_of_their_own(compose_config, tmp_path):
+    lines = [
+        json.dumps({"messages": [{"role": "user", "content": f"{n}+1?"}], "ground_truth": str(n + 1)})
+        for n in range(10)
+    ]
+    # a blank line is not a row; the last line has no newline
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/rows.jsonl").write_text("\n".join(lines[:5]) + "\n\n" + "\n".join(lines[5:]))
+    plans = {
+        rows: build_plan(
+            compose_config(["dataset.path=data/rows.jsonl", f"dataset.max_rows={rows or 'null'}"]),
+            cwd=tmp_path,
+        )
+        for rows in (None, 3, 6, 10)
+    }
+    for rows in (3, 6, 10):
+        local = plans[rows].dataset.local
+        uploaded = local.content()
+        assert uploaded.decode().splitlines() == lines[:rows] and uploaded.endswith(b"\n")
+        assert local.sha256 == hashlib.sha256(uploaded).hexdigest()
+        assert local.upload_name == f"rows-first{rows}.jsonl"
+    whole = plans[None].dataset.local
+    assert whole.content() == (tmp_path / "data/rows.jsonl").read_bytes()
+    assert len({plan.dataset.name for plan in plans.values()}) == 4
+    assert len({plan.job_id for plan in plans.values()}) == 4
+    assert plans[3].job_id.startswith("tiny-arith-data-rows-first3-")
 
 
 @pytest.mark.parametrize(

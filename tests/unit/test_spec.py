@@ -29,6 +29,12 @@ RULES = {
         ["wandb=on"],
         ["wandb:", "wandb.entity missing", "project, entity and WANDB_API_KEY"],
     ),
+    "max_rows positive": (["dataset.max_rows=0"], ["dataset.max_rows=0", "greater than or equal to 1"]),
+    "max_rows an integer": (["dataset.max_rows=2.5"], ["dataset.max_rows=2.5", "valid integer"]),
+    "max_rows only with path": (
+        ["dataset=fireworks_resource", "dataset.max_rows=10"],
+        ["dataset:", "max_rows=10 cuts a local file (path)", "drop dataset.max_rows"],
+    ),
     "wandb set while off": (["wandb.project=p"], ["wandb:", "wandb.project='p'", "wandb=on"]),
     "wandb offline on fireworks": (
         ["wandb=offline", "backend=fireworks", "backend.account_id=a"],
