@@ -30,7 +30,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from _common import pin_threads, print_machine
+from _common import BENCH_THREADS, pin_threads, print_machine
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences
 from rftlab.engine.settings import TrainingSettings
 from rftlab.engine.trainer import Trainer, attach_adapter
@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-tokens", type=int, default=2048, help="the job's batchSize (tokens per micro-batch)"
     )
+    parser.add_argument("--threads", type=int, default=BENCH_THREADS, help="torch threads (peak and update)")
     args = parser.parse_args(argv)
-    pin_threads()
+    pin_threads(args.threads)
     print_machine()
     torch.manual_seed(0)
     peak = matmul_peak_flops()
