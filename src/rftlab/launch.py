@@ -73,6 +73,43 @@ def record_plans(composed: Composed) -> list[tuple[Plan, RunRecord]]:
     return recorded
 
 
+def _index_ranges(indices: list[int]) -> str:
+    """`0-3, 5, 7-8` for [0, 1, 2, 3, 5, 7, 8]."""
+    spans: list[list[int]] = []
+    for index in sorted(indices):
+        if spans and index == spans[-1][1] + 1:
+            spans[-1][1] = index
+        else:
+            spans.append([index, index])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def invalid_report(composed: Composed) -> str:
+    """The validation problems, each said once: in a sweep, a problem shared by several points (a missing W&B
+    setting, say) is one line naming the points, not a copy per point."""
+    if not composed.multirun:
+        return "invalid config:\n  " + "\n  ".join(composed.invalid[0].problems)
+    points: dict[str, list[int]] = {}
+    for point in composed.invalid:
+        for problem in point.problems:
+            points.setdefault(problem, []).append(point.index)
+    total = len(composed.plans) + len(composed.invalid)
+    overrides = {point.index: " ".join(point.overrides) or "(no overrides)" for point in composed.invalid}
+    lines = [
+        f"{len(composed.invalid)} of {total} points are invalid and not submitted "
+        f"(each recorded in {composed.launch_dir}/invalid-N/error.json):"
+    ]
+    for problem, indices in points.items():
+        if len(indices) == 1:
+            where = f"point {indices[0]} [{overrides[indices[0]]}]"
+        elif len(indices) == total:
+            where = f"all {total} points"
+        else:
+            where = f"points {_index_ranges(indices)}"
+        lines.append(f"  {where}: {problem}")
+    return "\n".join(lines)
+
+
 def print_dry_run(runs: list[tuple[Plan, RunRecord]], multirun: bool) -> None:
     output = runs[0][0].spec.output
     if output == "json":
@@ -97,10 +134,8 @@ def run(composed: Composed) -> int:
     if not composed.plans and not composed.invalid:
         return 0  # --help, --cfg and the like: Hydra printed what was asked
     runs = record_plans(composed)
-    for point in composed.invalid:
-        where = " ".join(point.overrides) or "(no overrides)"
-        prefix = f"invalid point {point.index} [{where}]:\n  " if composed.multirun else "invalid config:\n  "
-        echo(prefix + "\n  ".join(point.problems), err=True)
+    if composed.invalid:
+        echo(invalid_report(composed), err=True)
     status = 2 if composed.invalid else 0
     dry = [(plan, record) for plan, record in runs if plan.spec.dry_run]
     live = [(plan, record) for plan, record in runs if not plan.spec.dry_run]

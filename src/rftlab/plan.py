@@ -168,20 +168,6 @@ def _inputs(spec: RunSpec, account: str) -> tuple[InputRef, InputRef, InputRef |
     return dataset, scorer, evaluation
 
 
-def _check_wandb_key(spec: RunSpec) -> None:
-    if spec.wandb.enabled and spec.wandb.mode == "online" and not os.environ.get("WANDB_API_KEY"):
-        raise SpecError(
-            [
-                ConfigProblem(
-                    key="wandb",
-                    has_value=False,
-                    message="W&B needs project, entity and WANDB_API_KEY together: WANDB_API_KEY is not set "
-                    "(export it, or use wandb=off)",
-                )
-            ]
-        )
-
-
 def job_slug(spec: RunSpec, dataset: InputRef) -> str:
     model = ids.resource_tail(spec.model.base_model or spec.model.warm_start_from or "model")
     data = dataset.local.resource_id.rsplit("-", 1)[0] if dataset.local else ids.resource_tail(dataset.name)
@@ -191,8 +177,7 @@ def job_slug(spec: RunSpec, dataset: InputRef) -> str:
 def build_plan(config: dict[str, Any], cwd: Path, overrides: list[str] | None = None) -> Plan:
     """Validate one resolved config and render its request; `SpecError` names every problem."""
     config = absolutize_paths(config, cwd)
-    spec = validate(config)
-    _check_wandb_key(spec)
+    spec = validate(config, wandb_api_key_set=bool(os.environ.get("WANDB_API_KEY")))
     account = resolve_account(spec)
     if account is None:
         if not spec.dry_run:

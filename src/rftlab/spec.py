@@ -9,7 +9,15 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 LossMethod = Literal["grpo", "dapo", "gspo-token"]
 JOB_ID_RULE = "lowercase letters, digits and '-', starting with a letter, at most 63 characters"
@@ -154,14 +162,29 @@ class WandbSpec(Section):
     entity: str | None = None
 
     @model_validator(mode="after")
-    def _together(self) -> WandbSpec:
+    def _together(self, info: ValidationInfo) -> WandbSpec:
         if self.enabled:
-            needed = ["project"] + (["entity"] if self.mode == "online" else [])
-            missing = [f"wandb.{key}" for key in needed if not getattr(self, key)]
+            online = self.mode == "online"
+            missing = [
+                how
+                for how, present in (
+                    ("wandb.project (set wandb.project=NAME or export WANDB_PROJECT=NAME)", self.project),
+                    (
+                        "wandb.entity (set wandb.entity=TEAM or export WANDB_ENTITY=TEAM)",
+                        self.entity or not online,
+                    ),
+                    (
+                        "WANDB_API_KEY (export WANDB_API_KEY=...)",
+                        not online or (info.context or {}).get("wandb_api_key_set"),
+                    ),
+                )
+                if not present
+            ]
             if missing:
+                needs = "a project, an entity and WANDB_API_KEY" if online else "a project"
                 raise ValueError(
-                    f"{' and '.join(missing)} missing: W&B needs project, entity and WANDB_API_KEY together "
-                    "(set them, e.g. wandb.entity=MY_TEAM, or use wandb=off)"
+                    f"wandb={'on' if online else 'offline'} needs {needs}; missing: {', '.join(missing)}; "
+                    "or turn W&B off with wandb=off"
                 )
         elif self.project or self.entity:
             raise ValueError(
@@ -235,9 +258,10 @@ def _problem(error: dict[str, Any]) -> ConfigProblem:
     return ConfigProblem(key=key, value=error["input"], message=message)
 
 
-def validate(config: dict[str, Any]) -> RunSpec:
-    """The resolved config as a `RunSpec`, or `SpecError` listing every problem."""
+def validate(config: dict[str, Any], wandb_api_key_set: bool) -> RunSpec:
+    """The resolved config as a `RunSpec`, or `SpecError` listing every problem. The W&B key is never config;
+    whether `WANDB_API_KEY` is set decides whether online W&B settings are complete."""
     try:
-        return RunSpec.model_validate(config)
+        return RunSpec.model_validate(config, context={"wandb_api_key_set": wandb_api_key_set})
     except ValidationError as err:
         raise SpecError([_problem(e) for e in err.errors(include_url=False)]) from None

@@ -27,7 +27,7 @@ RULES = {
     "evaluator required": (["evaluator.path=null"], ["evaluator:", "required", "path", "id"]),
     "wandb entity missing": (
         ["wandb=on"],
-        ["wandb:", "wandb.entity missing", "project, entity and WANDB_API_KEY"],
+        ["wandb:", "missing: wandb.entity (set wandb.entity=TEAM", "or turn W&B off with wandb=off"],
     ),
     "max_rows positive": (["dataset.max_rows=0"], ["dataset.max_rows=0", "greater than or equal to 1"]),
     "max_rows an integer": (["dataset.max_rows=2.5"], ["dataset.max_rows=2.5", "valid integer"]),
@@ -82,8 +82,28 @@ def test_each_rule_refuses_with_key_value_and_what_is_allowed(rule, compose_conf
 
 
 def test_the_online_wandb_key_is_required(compose_config, tmp_path):
-    with pytest.raises(SpecError, match="WANDB_API_KEY is not set"):
+    with pytest.raises(SpecError) as caught:
         build_plan(compose_config(["wandb=on", "wandb.entity=team"]), cwd=tmp_path)
+    assert "missing: WANDB_API_KEY (export WANDB_API_KEY=...)" in str(caught.value)
+
+
+def test_every_missing_wandb_setting_is_named_in_one_error(compose_config, tmp_path):
+    with pytest.raises(SpecError) as caught:
+        build_plan(compose_config(["wandb=on", "wandb.project=null"]), cwd=tmp_path)
+    [problem] = caught.value.problems
+    assert problem.key == "wandb"
+    for how in ("wandb.project=NAME", "wandb.entity=TEAM", "export WANDB_API_KEY=..."):
+        assert how in problem.message
+
+
+def test_offline_wandb_needs_no_entity_and_no_key(compose_config, tmp_path):
+    plan = build_plan(compose_config(["wandb=offline", "dry_run=true"]), cwd=tmp_path)
+    assert plan.spec.wandb.entity is None
+    with pytest.raises(SpecError) as caught:
+        build_plan(compose_config(["wandb=offline", "wandb.project=null"]), cwd=tmp_path)
+    message = str(caught.value)
+    assert "missing: wandb.project" in message
+    assert "wandb.entity" not in message and "WANDB_API_KEY" not in message
 
 
 def test_every_problem_is_reported_at_once(compose_config, tmp_path):
@@ -118,6 +138,18 @@ def test_a_sweep_validates_every_point_before_reporting(tmp_path, monkeypatch, c
     errors = list(tmp_path.glob("outputs/*/*/invalid-1/error.json"))
     assert len(errors) == 1
     assert len(list(tmp_path.glob("outputs/*/*/*/request.json"))) == 2
+
+
+def test_a_sweep_reports_a_problem_shared_by_its_points_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["launch", "-m", "training.lora_rank=8,12", "training.learning_rate=1e-3,2e-3", "wandb=on"]
+    assert cli.main([*argv, "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert "4 of 4 points are invalid" in err
+    assert err.count("export WANDB_API_KEY=...") == 1
+    assert "all 4 points: wandb: wandb=on needs" in err
+    assert "points 2-3: training.lora_rank=12: must be a power of two" in err
+    assert len(list(tmp_path.glob("outputs/*/*/invalid-*/error.json"))) == 4
 
 
 @pytest.mark.parametrize(
