@@ -11,17 +11,28 @@ from pathlib import Path
 
 VERBS_HELP = """\
 verbs:
-  launch [OVERRIDES...] [-m]   compose conf/ groups into RFT job(s), validate, submit, record under outputs/
-                               (rftlab launch --help lists the config groups and their options)
+  launch [OVERRIDES...] [-m]   compose conf/ groups into RFT job(s), validate, submit, record
+                               (rftlab launch --help: the config groups, their options, examples)
   relaunch RUN_DIR             submit the byte-identical request recorded in RUN_DIR
-  status [DIR]                 table of the runs in DIR (a run, a launch or a sweep; default: the latest launch),
-                               refreshed from the backend
+  status [DIR]                 table of the runs in DIR, refreshed from the backend
   wait [DIR]                   follow the runs in DIR until they end; record the final job and metrics
   cancel DIR...                cancel the unfinished jobs of runs, launches or sweeps
   runs [OUTPUTS_DIR]           list recent runs and their states
-  compare SWEEP_DIR            a sweep's runs side by side: table, compare.csv, rewards.png
+  compare [DIR]                a sweep's runs side by side: table, compare.csv, rewards.png
   serve [OPTIONS]              run the local Fireworks-compatible backend (rftlab serve --help)
   chat MODEL PROMPT            answer PROMPT with a base model or a trained output model
+
+start here:
+  rftlab launch wait=true      train the bundled tiny model on the local backend (started on demand)
+  rftlab launch dry_run=true   print the request; contact nothing
+  rftlab launch sweeps=lr_rank then: rftlab wait DIR; rftlab compare DIR (sweeps/*.yaml, or -m KEY=A,B)
+  export FIREWORKS_API_KEY=... (or firectl's ~/.fireworks/auth.ini), then run on Fireworks:
+  rftlab launch backend=fireworks backend.account_id=ACCOUNT experiment=qwen3_math_fireworks \\
+                dataset=arithmetic evaluator=exact_match
+
+records: one folder per job, ./outputs/<date>/<time>/<job id>/ (config.yaml, request.json, job.json,
+status.jsonl, meta.json; metrics.json once followed); a launch or sweep is ./outputs/<date>/<time>/. DIR is any of these
+(default: the latest launch under ./outputs). The local backend keeps its state in $RFTLAB_HOME (~/.rftlab).
 """
 
 
@@ -61,7 +72,7 @@ def chat(argv: list[str]) -> int:
         "model",
         help="an output model (accounts/A/models/M), a PEFT adapter folder, or a base model such as tiny-arith",
     )
-    parser.add_argument("prompt")
+    parser.add_argument("prompt", help='e.g. "What is 23+45?"')
     parser.add_argument(
         "--base-model", help="the base model under the adapter (default: the one it was trained on)"
     )
@@ -110,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=VERBS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "verb", choices=sorted(COMMANDS), metavar="VERB", help="one of: " + ", ".join(COMMANDS)
-    )
+    parser.add_argument("verb", choices=sorted(COMMANDS), metavar="VERB", help=argparse.SUPPRESS)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2

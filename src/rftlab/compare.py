@@ -151,7 +151,7 @@ def table(points: list[Point], keys: list[str]) -> Table:
     view = Table(
         Column("job", no_wrap=True),
         Column("overrides", no_wrap=True),
-        "state",
+        Column("state", no_wrap=True, min_width=len("completed")),
         Column("reward first -> last", no_wrap=True),
         Column("eval before -> after", no_wrap=True),
         Column("output model", no_wrap=True),
@@ -253,7 +253,10 @@ def main(argv: list[str]) -> int:
         description=f"Compare the runs of a sweep: a table, {CSV_NAME} and {PLOT_NAME} written into DIR.",
     )
     parser.add_argument(
-        "dir", nargs="?", type=Path, help="a sweep, launch or outputs folder (default: the latest launch)"
+        "dir",
+        nargs="?",
+        type=Path,
+        help="a sweep folder (outputs/<date>/<time>), a launch or an outputs folder (default: the latest launch)",
     )
     parser.add_argument(
         "--no-refresh", action="store_true", help="use the records as they are; contact nothing"

@@ -18,6 +18,10 @@ from rftlab.records import RunRecord, find_runs, latest_launch
 from rftlab.redact import redact_text
 
 OUTPUTS = Path("outputs")
+DIR_HELP = (
+    "a run (outputs/<date>/<time>/<job id>), a launch or sweep (outputs/<date>/<time>) or a whole outputs "
+    "folder; default: the latest launch under ./outputs"
+)
 
 
 def _fail(message: str) -> int:
@@ -52,10 +56,15 @@ def relaunch(argv: list[str]) -> int:
         description="Render a recorded run's config again; submit it when the request is byte-identical to the "
         "recorded request.json (a changed dataset or evaluator file changes the request and is refused).",
     )
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="a run folder: outputs/<date>/<time>/<job id>")
     parser.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
     parser.add_argument("--wait", action="store_true", help="follow the job to its end")
-    parser.add_argument("--output", choices=["text", "json", "flag"], default=None)
+    parser.add_argument(
+        "--output",
+        choices=["text", "json", "flag"],
+        default=None,
+        help="as launch's output= (default: recorded)",
+    )
     args = parser.parse_args(argv)
 
     from rftlab import launch
@@ -90,9 +99,10 @@ def relaunch(argv: list[str]) -> int:
 
 def status(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="rftlab status", description="A table of runs, refreshed from the backend."
+        prog="rftlab status",
+        description="A table of runs (state, step, reward), refreshed from the backend each run was sent to.",
     )
-    parser.add_argument("dir", nargs="?", help="a run, launch or sweep folder (default: the latest launch)")
+    parser.add_argument("dir", nargs="?", help=DIR_HELP)
     parser.add_argument("--no-refresh", action="store_true", help="show the recorded state; contact nothing")
     args = parser.parse_args(argv)
     runs_here = _runs_in(args.dir)
@@ -108,11 +118,13 @@ def status(argv: list[str]) -> int:
 
 def wait(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="rftlab wait", description="Follow runs until they end; record the final job and its metrics."
+        prog="rftlab wait",
+        description="Follow runs (all jobs of a sweep in one live table) until they end; record each final job "
+        "and its metrics (job.json, metrics.json). Exit status 1 when a job failed or was cancelled.",
     )
-    parser.add_argument("dir", nargs="?", help="a run, launch or sweep folder (default: the latest launch)")
-    parser.add_argument("--poll", type=float, default=2.0, help="seconds between refreshes")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("dir", nargs="?", help=DIR_HELP)
+    parser.add_argument("--poll", type=float, default=2.0, help="seconds between refreshes (default: 2)")
+    parser.add_argument("--quiet", action="store_true", help="no live table; errors only")
     args = parser.parse_args(argv)
 
     from rftlab.connect import Clients
@@ -129,8 +141,11 @@ def wait(argv: list[str]) -> int:
 
 
 def cancel(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rftlab cancel", description="Cancel the unfinished jobs of runs.")
-    parser.add_argument("dirs", nargs="+", help="run, launch or sweep folders")
+    parser = argparse.ArgumentParser(
+        prog="rftlab cancel",
+        description="Cancel the unfinished jobs of runs (all of a sweep with its folder).",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run, launch or sweep folders under outputs/")
     args = parser.parse_args(argv)
 
     from rftlab.client import ApiError
@@ -157,7 +172,7 @@ def cancel(argv: list[str]) -> int:
 def runs(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rftlab runs", description="Recent runs and their recorded states.")
     parser.add_argument("dir", nargs="?", default=str(OUTPUTS), help="an outputs folder (default: ./outputs)")
-    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--limit", type=int, default=20, help="show the N most recent runs (default: 20)")
     args = parser.parse_args(argv)
 
     from rftlab.follow import short_state

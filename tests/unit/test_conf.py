@@ -101,3 +101,30 @@ def test_launches_in_the_same_microsecond_get_their_own_folders(tmp_path, monkey
         assert hydra_app.claim_launch_dir(str(tmp_path / "outputs")) == folders[-1]  # stable within a launch
     assert [Path(f).name for f in folders] == ["03-04-05-678901", "03-04-05-678901-2", "03-04-05-678901-3"]
     assert all(Path(f).is_dir() for f in folders)
+
+
+def test_the_help_answers_how_to_run_on_fireworks_sweep_and_find_records(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert cli.main(["launch", "--help"]) == 0
+    launch = capsys.readouterr().out
+    for text in (top, launch):
+        for fragment in (
+            "backend=fireworks",
+            "FIREWORKS_API_KEY",
+            "sweeps=lr_rank",
+            "outputs/<date>/<time>/<job id>",
+        ):
+            assert fragment in text
+    for group in [*GROUPS, "experiment", "sweeps"]:
+        assert f"\n{group}: " in launch
+    assert not (tmp_path / "outputs").exists()  # asking for help launches nothing
+
+
+@pytest.mark.parametrize("verb", sorted(set(cli.COMMANDS) - {"launch"}))
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([verb, "--help"])
+    assert stop.value.code == 0
+    assert f"rftlab {verb}" in capsys.readouterr().out
