@@ -143,7 +143,8 @@ def test_a_sweep_records_invalid_and_refused_points_and_runs_the_rest(server, wo
     ]
     assert cli.main(sweep_args(server, "lr_rank", *overrides)) == 2
     err = capsys.readouterr().err
-    assert err.count("training.lora_rank=12: must be a power of two") == 2
+    assert err.count("training.lora_rank=12: must be a power of two") == 1  # said once for both points
+    assert "points 2-3: training.lora_rank=12: must be a power of two" in err
     (sweep_dir,) = {run.path.parent for run in find_runs(workdir / "outputs")}
     assert cli.main(["wait", str(sweep_dir), "--poll", "0.5", "--quiet"]) == 0
 
