@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rftlab.auth import resolve_credentials
+from rftlab.auth import CredentialsError, auth_ini_path, resolve_credentials
 from rftlab.client import FireworksClient
 from rftlab.records import RunRecord
 from rftlab.redact import register_secret
@@ -38,9 +38,19 @@ def connect(backend: Backend) -> FireworksClient:
         from rftlab.server.daemon import ensure_local_server
 
         ensure_local_server(backend.base_url)
-    credentials = resolve_credentials(
-        backend.profile, backend.account_id, prefer_env=backend.kind == "fireworks"
-    )
+    try:
+        credentials = resolve_credentials(
+            backend.profile, backend.account_id, prefer_env=backend.kind == "fireworks"
+        )
+    except CredentialsError as error:
+        if backend.kind != "local":
+            raise
+        raise CredentialsError(
+            f"the local backend at {backend.base_url} is running, but {auth_ini_path(backend.profile)} holds no "
+            "key for it (it was started under another HOME, or the profile was removed since). Restart it: "
+            "`rftlab serve --stop` (as the user that started it), then launch again; or use another port: "
+            "backend.base_url=http://127.0.0.1:PORT"
+        ) from error
     register_secret(credentials.api_key)
     return FireworksClient(backend.base_url, credentials.api_key, backend.account_id)
 

@@ -172,3 +172,13 @@ def test_wait_follows_the_job_to_its_end_and_records_metrics(server, workdir):
         assert metrics and {"step", "reward_mean"} <= set(metrics[-1])
     assert run.status_history()[-1]["state"] == job["state"]
     assert Path(run.path / "status.jsonl").read_text().count("\n") >= 2
+
+
+def test_a_running_local_server_started_under_another_home_is_named_with_the_fix(server, tmp_path, capsys):
+    """This test's HOME is not the server's, so the profile its first start wrote is not here."""
+    row = {"messages": [{"role": "user", "content": "What is 1+2?"}], "ground_truth": "3"}
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    assert cli.main([*launch_args(server), f"dataset.path={tmp_path / 'rows.jsonl'}"]) != 0
+    printed = capsys.readouterr()
+    message = printed.out + printed.err
+    assert "holds no key" in message and "rftlab serve --stop" in message
