@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from rftlab.engine.api import JobFailed
 from rftlab.paths import ASSETS_DIR
@@ -71,6 +72,7 @@ def choose_placement() -> Placement:
 
 def load_base_model(name: str, placement: Placement) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     source = resolve_model_source(name)
+    transformers_logging.disable_progress_bar()  # a per-tensor bar would litter `rftlab chat` and worker logs
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=placement.dtype)
