@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from peft import PeftConfig, PeftModel
@@ -26,7 +27,11 @@ def chat(
         base_model = PeftConfig.from_pretrained(adapter).base_model_name_or_path
     model, tokenizer = load_base_model(base_model, choose_placement())
     if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter)
+        with (
+            warnings.catch_warnings()
+        ):  # PEFT still calls a transformers 5 deprecated name; not the user's to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, adapter)
     prompt_ids = render_prompt(tokenizer, {"messages": [{"role": "user", "content": prompt}]})
     params = SamplingParams(temperature, 1.0, 0, max_new_tokens)
     [[completion]] = HFSampler(model, tokenizer).generate([prompt_ids], params)
