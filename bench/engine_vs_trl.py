@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--eval-rows", type=int, default=200, help="held-out rows for the reward before/after"
+        "--eval-rows", type=int, default=400, help="held-out rows for the reward before/after"
     )
     parser.add_argument("--trl-threads", type=int, default=BENCH_THREADS, help="torch threads for TRL's side")
     parser.add_argument("--side", choices=["rftlab", "trl"], help=argparse.SUPPRESS)
@@ -68,14 +68,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def split(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
-    """(training rows: exactly steps x prompts of them, held-out rows), the engine's seeded carve-out."""
+    """(training rows: exactly steps x prompts of them, held-out rows): the engine's seeded carve-out, topped up
+    with training rows neither side trains on when `--eval-rows` asks for more."""
     from rftlab.engine.data import carve_out
 
     train, held_out = carve_out(arithmetic_rows(), args.seed)
     needed = args.steps * args.prompts
-    if needed > len(train):
-        raise SystemExit(f"--steps x --prompts = {needed} exceeds the {len(train)} training rows")
-    return train[:needed], held_out[: args.eval_rows]
+    if needed + max(0, args.eval_rows - len(held_out)) > len(train):
+        raise SystemExit(
+            f"--steps x --prompts = {needed} leaves too few of the {len(train)} rows to hold out"
+        )
+    unused = train[needed:]
+    return train[:needed], (held_out + unused)[: args.eval_rows]
 
 
 def job_resource(args: argparse.Namespace) -> dict[str, Any]:
@@ -330,7 +334,8 @@ def report(name: str, side: dict[str, Any]) -> None:
     gain = side["after"]["sampled"] - side["before"]["sampled"]
     print(
         f"{name:>6}: {side['steps']} steps, {side['completions']} completions in {side['wall_s']:.1f} s "
-        f"({side['setup_s']:.1f} s setup, {side['threads']} torch thread(s)) = "
+        f"({side['setup_s']:.1f} s outside the phases: loading, starting, checkpoints; {side['threads']} torch "
+        f"thread(s)) = "
         f"{side['completions'] / side['wall_s']:.1f} completions/s; "
         f"peak RSS {side['peak_rss_mb']:.0f} MB"
         + (
