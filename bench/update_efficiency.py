@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"step {step}{' (warm-up)' if step == 0 else ''}: {len(microbatches)} micro-batch(es), "
             f"{sum(len(s.tokens) for s in sequences)} rollout tokens in {real_cells} model cells, {elapsed:.2f} s, "
-            f"{real_cells / elapsed:.0f} cells/s, {achieved / 1e9:.0f} GFLOP/s = {achieved / peak:.2f} of peak"
+            f"{real_cells / elapsed:.0f} cells/s, {achieved / 1e9:.0f} GFLOP/s"
         )
         if step:
             seconds.append(elapsed)
