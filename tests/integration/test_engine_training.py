@@ -100,8 +100,11 @@ def test_training_raises_the_reward_and_reports_every_step(uninterrupted):
         "groups_dropped_frac",
         "tokens_generated",
         "step_seconds",
+        "eval_reward_seconds",
     ):
         assert key in last
+    for step in recorder.steps:  # a step's phases are parts of it; the held-out eval is timed apart
+        assert step["gen_seconds"] + step["eval_seconds"] + step["update_seconds"] <= step["step_seconds"]
     assert recorder.progress_calls[-1][0] == pytest.approx(100.0)
 
 

@@ -110,7 +110,7 @@ def measure_evals(policy: Policy, rows: list[Row], settings: JobSettings, seed: 
     return {
         "eval_reward": sampled,
         "eval_reward_greedy": greedy,
-        "eval_seconds": time.perf_counter() - started,
+        "eval_reward_seconds": time.perf_counter() - started,
     }
 
 
