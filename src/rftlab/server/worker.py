@@ -233,20 +233,18 @@ def _set_running(store: Store, job: Job) -> bool:
 
 def run(store: Store, layout: StateLayout, job_seq: int) -> None:
     job = _wait_until_claimed(store, job_seq)
+    print(f"worker {os.getpid()} started on job {job.job_id}", file=sys.stderr, flush=True)
     threading.Thread(target=_heartbeat, args=(store, job_seq), daemon=True).start()
     reporter = StoreReporter(store, job_seq)
     try:
         inputs = build_inputs(store, layout, job, job.secrets or {})
-        job_settings(
-            inputs.job
-        )  # the engine's own checks (MCP, extraBody keys...) fail the job while VALIDATING
+        # the engine's own checks (MCP, extraBody keys...) fail the job while VALIDATING
+        job_settings(inputs.job)
         inputs.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if not _set_running(store, job):
             _finish(store, job_seq, "JOB_STATE_CANCELLED", "cancelled before training started")
             return
-        from rftlab.engine.job import (
-            run_job,  # heavy (torch); imported once the inputs are known to be usable
-        )
+        from rftlab.engine.job import run_job  # heavy (torch): imported once the inputs are usable
 
         job_dir = layout.job_dir(job.account_id, job.job_id)
         with wandb_sink.reporting(store, job, inputs, reporter, job_dir) as tracked:
