@@ -63,11 +63,9 @@ def test_sampling_yields_every_completion_with_one_logprob_per_token(model, toke
         p for p in prompts(tokenizer, ["What is 1+2?", "What is 10+23?", "Hi"]) for _ in range(4)
     ]
     batches = list(sampler.generate(batch_prompts, SamplingParams(1.0, 0.9, 20, 6)))
-    assert all(batches)
+    assert [len(b) for b in batches] == [5, 5, 2]
     completions = [c for b in batches for c in b]
-    assert sorted(c.prompt_index for c in completions) == list(range(12))
-    batch_of = [c.prompt_index // 5 for c in completions]
-    assert batch_of == sorted(batch_of), "a batch's completions all come before the next batch's"
+    assert [c.prompt_index for c in completions] == list(range(12))
     for completion in completions:
         assert completion.prompt_ids == batch_prompts[completion.prompt_index]
         assert 1 <= len(completion.completion_ids) <= 6
@@ -76,48 +74,6 @@ def test_sampling_yields_every_completion_with_one_logprob_per_token(model, toke
         ends_with_eos = completion.completion_ids[-1] == tokenizer.eos_token_id
         assert completion.finish_reason == ("stop" if ends_with_eos else "length")
         assert tokenizer.eos_token_id not in completion.completion_ids[:-1]
-
-
-@pytest.mark.parametrize("params", [SamplingParams(0.8, 0.9, 20, 6), SamplingParams(1.0, 1.0, 0, 6)])
-def test_sampling_draws_the_tokens_and_logprobs_hugging_face_generate_draws_with_the_same_seed(
-    model, tokenizer, params
-):
-    sampler = HFSampler(model, tokenizer)
-    batch_prompts = [
-        p for p in prompts(tokenizer, ["What is 1+2?", "What is 10+23? Tell me now."]) for _ in range(3)
-    ]
-    torch.manual_seed(7)
-    completions = sorted(
-        (c for b in sampler.generate(batch_prompts, params) for c in b), key=lambda c: c.prompt_index
-    )
-    width = max(len(p) for p in batch_prompts)
-    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in batch_prompts])
-    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch_prompts])
-    torch.manual_seed(7)
-    model.eval()
-    with torch.no_grad():
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            do_sample=True,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            max_new_tokens=params.max_output_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    logprobs_B_T = (
-        torch.log_softmax(torch.stack(output.logits, dim=1) / params.temperature, dim=-1)
-        .gather(-1, output.sequences[:, width:, None])
-        .squeeze(-1)
-    )
-    for completion, ids, logprobs in zip(completions, output.sequences[:, width:], logprobs_B_T, strict=True):
-        kept = len(completion.completion_ids)
-        assert completion.completion_ids == ids[:kept].tolist()
-        assert torch.allclose(torch.tensor(completion.logprobs), logprobs[:kept], atol=1e-5)
 
 
 def test_a_stop_string_cuts_the_completion_and_is_left_out_of_the_text(model, tokenizer):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -72,19 +71,17 @@ class Policy:
         """`candidates` completions per row (row i's are at i*K ... i*K+K-1), each scored by the evaluator."""
         prompts = [self.prompt(row) for row in rows for _ in range(candidates)]
         started = time.perf_counter()
-        completions: dict[int, Completion] = {}
-        futures: dict[int, Future[Score]] = {}
+        completions, futures = [], []
         for batch in self.sampler.generate(prompts, params):
             for completion in batch:
                 row = rows[completion.prompt_index // candidates]
                 messages = [*row["messages"], {"role": "assistant", "content": completion.text}]
                 fields = {key: value for key, value in row.items() if key not in ("messages", "ground_truth")}
-                completions[completion.prompt_index] = completion
-                futures[completion.prompt_index] = self.pool.submit(messages, row.get("ground_truth"), fields)
+                completions.append(completion)
+                futures.append(self.pool.submit(messages, row.get("ground_truth"), fields))
         generated = time.perf_counter()
-        scores = [futures[index].result() for index in range(len(prompts))]
-        in_order = [completions[index] for index in range(len(prompts))]
-        return Rollouts(in_order, scores, generated - started, time.perf_counter() - generated)
+        scores = [future.result() for future in futures]
+        return Rollouts(completions, scores, generated - started, time.perf_counter() - generated)
 
     def eval_reward(self, rows: list[Row], params: SamplingParams, seed: int) -> float:
         """Mean valid score, one completion per row; sampling noise comes from a fixed seed, apart from the

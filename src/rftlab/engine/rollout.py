@@ -1,8 +1,7 @@
 """Sampling completions: chat-template rendering and batched generation with a KV cache.
 
-`Sampler` is the seam between the engine and whatever generates: `HFSampler` decodes token by token on the
-policy itself (batched, left-padded, KV cache), so the weights it samples with are always current, and hands
-out completions as they finish, so the evaluator scores them while the rest generate.
+`Sampler` is the seam between the engine and whatever generates: `HFSampler` runs Hugging Face `generate`
+(batched, left-padded, KV cache) on the policy itself, so the weights it samples with are always current.
 Each completion keeps its token ids and their log-probabilities under the sampling temperature (before top-k /
 top-p truncation), which the update uses as the old policy's log-probabilities.
 """
@@ -14,15 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from transformers import (
-    DynamicCache,
-    LogitsProcessorList,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftlab.engine.settings import SamplingParams
 
@@ -47,8 +38,7 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> li
 
 class Sampler(Protocol):
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[Completion]]:
-        """Completions for `prompts` (token ids), yielded a few at a time as they finish (not necessarily in
-        prompt order: each carries its `prompt_index`), so their scoring can start while the rest generate."""
+        """Completions for `prompts` (token ids), yielded batch by batch as each batch finishes."""
 
 
 class HFSampler:
@@ -57,12 +47,12 @@ class HFSampler:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[Completion]]:
         for start in range(0, len(prompts), self.batch_size):
-            yield from self._generate_batch(prompts[start : start + self.batch_size], start, params)
+            yield self._generate_batch(prompts[start : start + self.batch_size], start, params)
 
     @torch.no_grad()
     def _generate_batch(
         self, prompts: list[list[int]], offset: int, params: SamplingParams
-    ) -> Iterator[list[Completion]]:
+    ) -> list[Completion]:
         device = self.model.device
         width = max(len(ids) for ids in prompts)
         pad_id = self.tokenizer.pad_token_id
@@ -71,111 +61,45 @@ class HFSampler:
         for i, ids in enumerate(prompts):
             input_ids_B_P[i, width - len(ids) :] = torch.tensor(ids)
             attention_mask_B_P[i, width - len(ids) :] = 1
+        sampling = (
+            {"do_sample": False}
+            if params.greedy
+            else {
+                "do_sample": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "top_k": params.top_k,
+            }
+        )
         was_training = self.model.training
         self.model.eval()
-        try:
-            for rows, new_ids_B_T, logprobs_B_T in self._decode(
-                prompts, input_ids_B_P.to(device), attention_mask_B_P.to(device), params
-            ):
-                yield [
-                    self._finish(
-                        offset + i, prompts[i], new_ids_B_T[i].tolist(), logprobs_B_T[i].tolist(), params
-                    )
-                    for i in rows
-                ]
-        finally:
-            self.model.train(was_training)
-
-    def _decode(
-        self,
-        prompts: list[list[int]],
-        input_ids_B_P: torch.Tensor,
-        attention_mask_B_P: torch.Tensor,
-        params: SamplingParams,
-    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """Token-by-token decoding with a KV cache, choosing tokens as Hugging Face `generate` does: the same
-        warpers in the same order and `torch.multinomial` over every row of the batch, so a seed draws the same
-        tokens. Unlike `generate`, the model only runs the rows still going (A of the batch's B): on CPU,
-        `multinomial` draws one number per row whatever its probabilities, so finished rows get a uniform
-        placeholder and the live rows' draws stay the same. Finished rows continue with pad tokens; the loop
-        ends when every row has hit eos or a stop string, or at `max_output_tokens`. Yields the rows that have
-        just finished with the new token ids and their log-probabilities under the temperature so far."""
-        eos, pad_id = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        output = self.model.generate(
+            input_ids=input_ids_B_P.to(device),
+            attention_mask=attention_mask_B_P.to(device),
+            cache=self._shared_prompt_cache(prompts, input_ids_B_P.to(device), attention_mask_B_P.to(device)),
+            max_new_tokens=params.max_output_tokens,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=pad_id,
+            stop_strings=list(params.stop) or None,
+            tokenizer=self.tokenizer if params.stop else None,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **sampling,
+        )
+        self.model.train(was_training)
+        new_ids_B_T = output.sequences[:, width:].cpu()
+        logits_B_T_V = torch.stack(output.logits, dim=1).float()
         temperature = 1.0 if params.greedy else params.temperature
-        warpers = self._warpers(params)
-        cache = self._shared_prompt_cache(prompts, input_ids_B_P, attention_mask_B_P)
-        step_ids_A_S = input_ids_B_P if cache is None else input_ids_B_P[:, -1:]
-        if cache is None:
-            cache = DynamicCache(config=self.model.config)
-        mask_A_L = attention_mask_B_P
-        positions_A_L = (mask_A_L.cumsum(-1) - 1).masked_fill(mask_A_L == 0, 1)
-        rows_A = torch.arange(len(prompts), device=input_ids_B_P.device)
-        unfinished_B = torch.ones(len(prompts), dtype=torch.bool, device=input_ids_B_P.device)
-        new_ids, logprobs = [], []
-        for _ in range(params.max_output_tokens):
-            logits_A_V = (
-                self.model(
-                    input_ids=step_ids_A_S,
-                    attention_mask=mask_A_L,
-                    position_ids=positions_A_L[:, -step_ids_A_S.shape[1] :],
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                .logits[:, -1]
-                .float()
-            )
-            logits_B_V = logits_A_V.new_zeros((len(prompts), logits_A_V.shape[-1]))
-            logits_B_V[rows_A] = logits_A_V
-            if params.greedy:
-                next_B = logits_B_V.argmax(-1)
-            else:
-                scores_B_V = warpers(None, logits_B_V.clone())
-                next_B = torch.multinomial(torch.softmax(scores_B_V, dim=-1), num_samples=1).squeeze(1)
-            next_B = next_B.masked_fill(~unfinished_B, pad_id)
-            new_ids.append(next_B)
-            logprobs.append(
-                torch.log_softmax(logits_B_V / temperature, dim=-1).gather(-1, next_B[:, None]).squeeze(-1)
-            )
-            unfinished_B &= next_B != eos
-            if params.stop:
-                unfinished_B &= ~self._hit_stop(torch.stack(new_ids, dim=1), params.stop)
-            going_A = unfinished_B[rows_A]
-            if not going_A.all():
-                yield rows_A[~going_A].tolist(), *self._stacked(new_ids, logprobs)
-                if not going_A.any():
-                    return
-                kept_A = going_A.nonzero().squeeze(1)
-                cache.batch_select_indices(kept_A)
-                rows_A, mask_A_L, positions_A_L = rows_A[kept_A], mask_A_L[kept_A], positions_A_L[kept_A]
-            step_ids_A_S = next_B[rows_A, None]
-            mask_A_L = torch.cat([mask_A_L, mask_A_L.new_ones((len(rows_A), 1))], dim=-1)
-            positions_A_L = torch.cat([positions_A_L, positions_A_L[:, -1:] + 1], dim=-1)
-        yield rows_A.tolist(), *self._stacked(new_ids, logprobs)
-
-    @staticmethod
-    def _stacked(
-        new_ids: list[torch.Tensor], logprobs: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.stack(new_ids, dim=1).cpu(), torch.stack(logprobs, dim=1).cpu()
-
-    @staticmethod
-    def _warpers(params: SamplingParams) -> LogitsProcessorList:
-        """The sampling warpers `generate` would apply, in its order and under its conditions."""
-        warpers = LogitsProcessorList()
-        if params.greedy:
-            return warpers
-        if params.temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(params.temperature))
-        if params.top_k:
-            warpers.append(TopKLogitsWarper(top_k=params.top_k))
-        if params.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p=params.top_p))
-        return warpers
-
-    def _hit_stop(self, new_ids_B_T: torch.Tensor, stop: tuple[str, ...]) -> torch.Tensor:
-        texts = self.tokenizer.batch_decode(new_ids_B_T.tolist(), skip_special_tokens=True)
-        return torch.tensor([any(s in text for s in stop) for text in texts], device=new_ids_B_T.device)
+        logprobs_B_T = (
+            torch.log_softmax(logits_B_T_V / temperature, dim=-1)
+            .gather(-1, new_ids_B_T.to(logits_B_T_V.device).unsqueeze(-1))
+            .squeeze(-1)
+            .cpu()
+        )
+        return [
+            self._finish(offset + i, prompts[i], new_ids_B_T[i].tolist(), logprobs_B_T[i].tolist(), params)
+            for i in range(len(prompts))
+        ]
 
     def _shared_prompt_cache(
         self, prompts: list[list[int]], input_ids_B_P: torch.Tensor, attention_mask_B_P: torch.Tensor
