@@ -149,6 +149,11 @@ class LocalServer:
         key = api_key or self.local_key()
         return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
+    def local_job_ids(self) -> list[str]:
+        """The ids of every job of account `local`, one entry per job."""
+        with self.client() as client:
+            return job_ids(client, "local")
+
 
 def arithmetic_jsonl(rows: int) -> bytes:
     with ARITHMETIC_ROWS.open("rb") as lines:

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from server_harness import LocalServer, job_ids, project_folder, wait_for
+from server_harness import LocalServer, project_folder, wait_for
 
 from rftlab import cli
 from rftlab.records import TERMINAL_STATES, find_runs
@@ -37,11 +37,6 @@ def launch_args(server: LocalServer, *overrides: str) -> list[str]:
         "backend.poll_interval_s=0.5",
         *overrides,
     ]
-
-
-def jobs_on_server(server: LocalServer) -> list[str]:
-    with server.client() as client:
-        return job_ids(client, "local")
 
 
 def test_a_dry_run_contacts_nothing(tmp_path, monkeypatch, capsys):
@@ -74,7 +69,7 @@ def test_repeated_launch_creates_no_duplicate(server, workdir, capsys):
     runs = find_runs(workdir / "outputs")
     assert len(runs) == 2 and runs[0].path.parent != runs[1].path.parent
     assert runs[0].job_id == runs[1].job_id
-    assert jobs_on_server(server).count(runs[0].job_id) == 1
+    assert server.local_job_ids().count(runs[0].job_id) == 1
     meta = runs[0].read_json("meta.json")["inputs"]
     for collection, key in (
         ("datasets", "dataset"),
@@ -117,7 +112,7 @@ def test_a_sweep_submits_every_valid_point_and_records_the_invalid_one(server, w
     assert "training.lora_rank=12: must be a power of two" in captured.err
     runs = find_runs(workdir / "outputs")
     assert len(runs) == 2 and len({run.path.parent for run in runs}) == 1
-    on_server = set(jobs_on_server(server))
+    on_server = set(server.local_job_ids())
     assert {run.job_id for run in runs} <= on_server
     assert json.loads(next((workdir / "outputs").rglob("invalid-2/error.json")).read_text())["overrides"][
         -1

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from server_harness import LocalServer, job_ids, project_folder
+from server_harness import LocalServer, project_folder
 
 from rftlab import cli, compare
 from rftlab.records import TERMINAL_STATES, find_runs
@@ -57,11 +57,6 @@ def sweep_args(server: LocalServer, sweep: str, *overrides: str) -> list[str]:
         "sampling.response_candidates_count=4",
         *overrides,
     ]
-
-
-def jobs_on_server(server: LocalServer) -> set[str]:
-    with server.client() as client:
-        return set(job_ids(client, "local"))
 
 
 def test_a_2x2_sweep_runs_to_the_end_is_compared_and_logged_to_wandb(server, workdir, marker_secrets, capfd):
@@ -127,9 +122,9 @@ def test_a_2x2_sweep_runs_to_the_end_is_compared_and_logged_to_wandb(server, wor
             assert secret.encode() not in path.read_bytes(), f"{secret} leaked into {path}"
 
     # the same sweep again: every point found on the backend, nothing new submitted
-    before = jobs_on_server(server)
+    before = set(server.local_job_ids())
     assert cli.main(sweep_args(server, "lr_rank", "wandb=offline", "training.learning_rate=2e-3,4e-3")) == 0
-    assert jobs_on_server(server) == before
+    assert set(server.local_job_ids()) == before
     out = capfd.readouterr().out
     assert out.count("launched before: reattached, nothing duplicated") == 4 and "created" not in out
 
@@ -159,6 +154,6 @@ def test_a_sweep_records_invalid_and_refused_points_and_runs_the_rest(server, wo
     assert refused.state == "refused" and "maxContextLength" in refused.error
     assert by_point[("12", "512")].state == by_point[("12", "8")].state == "invalid"
     assert "must be a power of two" in by_point[("12", "8")].error
-    on_server = jobs_on_server(server)
+    on_server = set(server.local_job_ids())
     assert trained.job in on_server and refused.job not in on_server
     assert {run.state for run in find_runs(sweep_dir) if run.state} <= TERMINAL_STATES
