@@ -52,6 +52,9 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(server):
         assert output_metrics(done)["steps"] == 4
         log = (server.state_dir / "accounts/local/jobs/killed-worker/worker.log").read_text()
         assert log.count("started on job killed-worker") >= 2, "a second worker took over"
+        # one job at a time: each worker gets every core this server may use, unless the user chose otherwise
+        threads = os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))
+        assert f"(torch threads: {threads})" in log
 
         # Its output model is a valid starting point for another job.
         warm = small_job(

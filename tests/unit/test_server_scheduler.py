@@ -3,6 +3,7 @@ is gone go back to the queue, a cancel requested meanwhile wins, and endless int
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -71,3 +72,11 @@ def test_start_requeues_what_a_dead_server_left_running(store, tmp_path):
     scheduler.recover_interrupted()
     state, message, _ = states(store)["left-behind"]
     assert state == "JOB_STATE_PENDING" and "server stopped" in message
+
+
+def test_running_jobs_share_the_cores_without_oversubscribing_them(store, tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    layout = StateLayout(tmp_path)
+    assert Scheduler(store, layout, max_running=1).threads_per_job() == cores
+    assert Scheduler(store, layout, max_running=cores).threads_per_job() == 1
+    assert Scheduler(store, layout, max_running=4 * cores).threads_per_job() == 1

@@ -2,12 +2,12 @@
 
 Fireworks names (`accounts/fireworks/models/<id>` or a bare `<id>`) map to Hugging Face repos through
 `FIREWORKS_TO_HF`. The device is CUDA when present (bf16), else CPU (fp32: faster than bf16 on CPUs without
-bf16 matmul units, and exact enough for small models).
+bf16 matmul units, and exact enough for small models). On CPU, torch uses its own thread count: one per core,
+or OMP_NUM_THREADS, which the local backend sets for each job to its share of the cores.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +55,6 @@ def resolve_model_source(name: str) -> str:
     return name
 
 
-SMALL_MODEL_PARAMETERS = 20_000_000
-
-
 @dataclass(frozen=True)
 class Placement:
     device: torch.device
@@ -85,15 +82,4 @@ def load_base_model(name: str, placement: Placement) -> tuple[PreTrainedModel, P
         raise JobFailed(f"base model {name!r} ({source}) has no chat template in its tokenizer config")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if placement.device.type == "cpu":
-        torch.set_num_threads(cpu_threads(model))
     return model.to(placement.device), tokenizer
-
-
-def cpu_threads(model: PreTrainedModel) -> int:
-    """One thread for small models: their matmuls are too small to split well, and a second thread that
-    spin-waits while a busy machine deschedules its partner makes every step many times slower. Larger models
-    use every core. The choice depends on the model only, so a seeded job computes the same numbers each run."""
-    if model.num_parameters() < SMALL_MODEL_PARAMETERS:
-        return 1
-    return os.cpu_count() or 1

@@ -5,6 +5,7 @@ their last checkpoint."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -167,6 +168,11 @@ class Scheduler:
                 job.heartbeat_at = job.update_time = time.time()
                 job.worker_pid = self._spawn(job).pid
 
+    def threads_per_job(self) -> int:
+        """Each running job's share of the cores this server may use, so jobs running side by side do not
+        oversubscribe them (torch's threads spin-wait and slow down badly when they do)."""
+        return max(1, len(os.sched_getaffinity(0)) // max(1, self.max_running))
+
     def _spawn(self, job: Job) -> subprocess.Popen:
         log_path = self._log(job)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +188,13 @@ class Scheduler:
                     str(self.layout.root),
                 ],
                 cwd=log_path.parent,
-                env=clean_environment(**{DATABASE_URL_ENV: self.store.url, "PYTHONUNBUFFERED": "1"}),
+                env=clean_environment(
+                    **{
+                        DATABASE_URL_ENV: self.store.url,
+                        "PYTHONUNBUFFERED": "1",
+                        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(self.threads_per_job()),
+                    }
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

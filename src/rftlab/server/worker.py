@@ -233,7 +233,12 @@ def _set_running(store: Store, job: Job) -> bool:
 
 def run(store: Store, layout: StateLayout, job_seq: int) -> None:
     job = _wait_until_claimed(store, job_seq)
-    print(f"worker {os.getpid()} started on job {job.job_id}", file=sys.stderr, flush=True)
+    threads = os.environ.get("OMP_NUM_THREADS", "one per core")
+    print(
+        f"worker {os.getpid()} started on job {job.job_id} (torch threads: {threads})",
+        file=sys.stderr,
+        flush=True,
+    )
     threading.Thread(target=_heartbeat, args=(store, job_seq), daemon=True).start()
     reporter = StoreReporter(store, job_seq)
     try:
