@@ -1,6 +1,8 @@
 """Rollouts on a small random-weight Qwen2 with the bundled tokenizer: batched sampling, stop handling, and
 log-probabilities that agree with the trainer's packed forward pass."""
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
@@ -133,3 +135,38 @@ def test_groups_sharing_a_prompt_get_the_same_logprobs_as_sequences_laid_out_alo
     order = [i for row in rows for i in row]
     by_sequence = torch.cat([alone_N[alone.sequence_ids_N == i] for i in order])
     assert torch.allclose(shared_N, by_sequence, atol=1e-5)
+
+
+def trainer_logprobs(trainer: Trainer, completions, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the trainer's log-probs of the completions' tokens, the sampler's)."""
+    sequences = [
+        TrainSequence(c.prompt_ids + c.completion_ids, len(c.prompt_ids), c.logprobs, 1.0)
+        for c in completions
+    ]
+    [rows] = pack_sequences(sequences, 10_000)
+    batch = build_microbatch(sequences, rows, pad_id)
+    with torch.no_grad():
+        logprobs_N, _ = trainer._logprobs(batch, with_entropy=False)
+    return logprobs_N, batch.old_logprobs_N
+
+
+def test_a_small_models_sampler_follows_the_adapter_as_it_trains(model, tokenizer):
+    """Small CPU models sample from a merged copy of the policy: it must carry the adapter's weights as they
+    are at each call, not as they were when the sampler was made."""
+    policy = copy.deepcopy(model)
+    settings = TrainingSettings(1, 1e-3, 4, 10_000, 1000, 1, 0, 0.0, "dapo", 0.0)
+    trainer = Trainer(policy, settings, 1.0, planned_steps=1)
+    sampler = HFSampler(policy, tokenizer)
+    group_prompts = [p for p in prompts(tokenizer, ["What is 1+2?", "Hi there"]) for _ in range(3)]
+    params = SamplingParams(1.0, 1.0, 0, 6)
+    for scale in (0.3, 0.6):
+        with torch.no_grad():
+            for name, parameter in policy.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(std=scale)
+        completions = [c for b in sampler.generate(group_prompts, params) for c in b]
+        trained_N, sampled_N = trainer_logprobs(trainer, completions, tokenizer.pad_token_id)
+        assert torch.allclose(trained_N, sampled_N, atol=1e-4)
+        with policy.disable_adapter():
+            base_N, _ = trainer_logprobs(trainer, completions, tokenizer.pad_token_id)
+        assert not torch.allclose(base_N, sampled_N, atol=1e-2), "the adapter should change the numbers"

@@ -1,7 +1,8 @@
 """Sampling completions: chat-template rendering and batched generation with a KV cache.
 
 `Sampler` is the seam between the engine and whatever generates: `HFSampler` runs Hugging Face `generate`
-(batched, left-padded, KV cache) on the policy itself, so the weights it samples with are always current.
+(batched, left-padded, KV cache) on the policy, or on a merged copy refreshed from it at every call for small
+models on CPU (merged.py), so the weights it samples with are always current.
 Each completion keeps its token ids and their log-probabilities under the sampling temperature (before top-k /
 top-p truncation), which the update uses as the old policy's log-probabilities.
 """
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from rftlab.engine.merged import MergedCopy, merges_for_sampling
 from rftlab.engine.settings import SamplingParams
 
 
@@ -43,17 +45,19 @@ class Sampler(Protocol):
 
 class HFSampler:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.policy, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self._merged = MergedCopy(model) if merges_for_sampling(model) else None
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[Completion]]:
+        model = self.policy if self._merged is None else self._merged.refresh()
         for start in range(0, len(prompts), self.batch_size):
-            yield self._generate_batch(prompts[start : start + self.batch_size], start, params)
+            yield self._generate_batch(model, prompts[start : start + self.batch_size], start, params)
 
     @torch.no_grad()
     def _generate_batch(
-        self, prompts: list[list[int]], offset: int, params: SamplingParams
+        self, model: PreTrainedModel, prompts: list[list[int]], offset: int, params: SamplingParams
     ) -> list[Completion]:
-        device = self.model.device
+        device = model.device
         width = max(len(ids) for ids in prompts)
         pad_id = self.tokenizer.pad_token_id
         input_ids_B_P = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -71,12 +75,14 @@ class HFSampler:
                 "top_k": params.top_k,
             }
         )
-        was_training = self.model.training
-        self.model.eval()
-        output = self.model.generate(
+        was_training = model.training
+        model.eval()
+        output = model.generate(
             input_ids=input_ids_B_P.to(device),
             attention_mask=attention_mask_B_P.to(device),
-            cache=self._shared_prompt_cache(prompts, input_ids_B_P.to(device), attention_mask_B_P.to(device)),
+            cache=self._shared_prompt_cache(
+                model, prompts, input_ids_B_P.to(device), attention_mask_B_P.to(device)
+            ),
             max_new_tokens=params.max_output_tokens,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=pad_id,
@@ -86,7 +92,7 @@ class HFSampler:
             return_dict_in_generate=True,
             **sampling,
         )
-        self.model.train(was_training)
+        model.train(was_training)
         new_ids_B_T = output.sequences[:, width:].cpu()
         logits_B_T_V = torch.stack(output.logits, dim=1).float()
         temperature = 1.0 if params.greedy else params.temperature
@@ -101,8 +107,12 @@ class HFSampler:
             for i in range(len(prompts))
         ]
 
+    @staticmethod
     def _shared_prompt_cache(
-        self, prompts: list[list[int]], input_ids_B_P: torch.Tensor, attention_mask_B_P: torch.Tensor
+        model: PreTrainedModel,
+        prompts: list[list[int]],
+        input_ids_B_P: torch.Tensor,
+        attention_mask_B_P: torch.Tensor,
     ) -> DynamicCache | None:
         """The KV cache of every prompt but its last token, computed once per distinct prompt and repeated for
         its copies (a group's K rollouts share one prompt), so `generate` only runs each row's last prompt token
@@ -118,8 +128,8 @@ class HFSampler:
         )
         rows_U = list(first_row.values())
         mask_U_P = attention_mask_B_P[rows_U, :-1]
-        cache = DynamicCache(config=self.model.config)
-        self.model(
+        cache = DynamicCache(config=model.config)
+        model(
             input_ids=input_ids_B_P[rows_U, :-1],
             attention_mask=mask_U_P,
             position_ids=(mask_U_P.cumsum(-1) - 1).clamp(min=0),
