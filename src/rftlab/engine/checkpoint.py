@@ -2,12 +2,14 @@
 exactly where it stopped.
 
 Each checkpoint is a folder `step-NNNNNN/` holding the adapter in PEFT format (usable for a warm start),
-`state.pt`, and a `COMPLETE` marker written last: a checkpoint interrupted half-way is ignored, and older ones
+`state.pt` (optimizer, scheduler, RNG), `progress.json` (the job's position and metric history: plain data,
+which `torch.save` pickles object by object, slowly once the history is long), and a `COMPLETE` marker written last: a checkpoint interrupted half-way is ignored, and older ones
 are removed only once a newer one is complete.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
@@ -21,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from rftlab.engine.trainer import Trainer
 
 MARKER = "COMPLETE"
+PROGRESS_FILE = "progress.json"
 
 
 def _complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
@@ -35,7 +38,10 @@ def save_adapter(model: PeftModel, folder: Path) -> None:
     step when done after each one."""
     folder.mkdir(parents=True, exist_ok=True)
     model.peft_config[model.active_adapter].save_pretrained(folder)
-    save_file(get_peft_model_state_dict(model), folder / SAFETENSORS_WEIGHTS_NAME, metadata={"format": "pt"})
+    # save_embedding_layers=False: the adapter never resizes the vocabulary, and "auto" reads the base model's
+    # config from disk on every call to find out
+    state_dict = get_peft_model_state_dict(model, save_embedding_layers=False)
+    save_file(state_dict, folder / SAFETENSORS_WEIGHTS_NAME, metadata={"format": "pt"})
 
 
 def save_checkpoint(
@@ -53,9 +59,9 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "python_rng": random.getstate(),
-        "progress": progress,
     }
     torch.save(state, folder / "state.pt")
+    (folder / PROGRESS_FILE).write_text(json.dumps(progress))
     (folder / MARKER).touch()
     for older in checkpoint_dir.glob("step-*"):
         if older != folder:
@@ -76,4 +82,4 @@ def restore_checkpoint(checkpoint_dir: Path, model: PeftModel, trainer: Trainer)
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     random.setstate(state["python_rng"])
-    return state["progress"]
+    return json.loads((folder / PROGRESS_FILE).read_text())
