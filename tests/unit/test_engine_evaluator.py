@@ -150,3 +150,25 @@ def test_a_slow_evaluator_gets_more_workers_so_its_calls_overlap(tmp_path):
                 break
         workers = {score.reason for score in scores}
     assert EvaluatorPool.INITIAL_WORKERS < len(workers) <= 16
+
+
+def test_when_no_worker_can_be_started_any_more_calls_fail_with_the_evaluators_error(tmp_path):
+    marker = tmp_path / "broken-now"
+    (tmp_path / "fragile.py").write_text(
+        "import os\n\n"
+        f"if os.path.exists({str(marker)!r}):\n"
+        "    raise RuntimeError('the evaluator broke after the job started')\n\n"
+        "def evaluate(messages, ground_truth=None, **fields):\n"
+        "    if messages[-1]['content'] == 'crash':\n"
+        "        os._exit(3)\n"
+        "    return 1.0\n"
+    )
+    messages = [{"role": "user", "content": "q"}]
+    with EvaluatorPool(
+        EvaluatorCode(tmp_path, "fragile.py", "evaluate"), concurrency=1, timeout_s=10
+    ) as pool:
+        marker.touch()  # the running worker imported the file already; a replacement cannot
+        crashed = pool.submit([*messages, {"role": "assistant", "content": "crash"}], None, {}).result()
+        assert "died (exit code 3)" in crashed.error
+        with pytest.raises(JobFailed, match="broke after the job started"):
+            pool.submit([*messages, {"role": "assistant", "content": "fine"}], None, {}).result(timeout=30)
