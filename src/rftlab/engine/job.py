@@ -23,9 +23,10 @@ from rftlab.engine.data import Row, check_rows, chunk_rows, epoch_chunks, split_
 from rftlab.engine.evaluator import EvaluatorPool, Score
 from rftlab.engine.models import choose_placement, load_base_model
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences, truncate
-from rftlab.engine.rollout import Completion, HFSampler, Sampler, render_prompt
+from rftlab.engine.rollout import Completion, Sampler, render_prompt
 from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, JobSettings, SamplingParams, job_settings
 from rftlab.engine.trainer import Trainer, attach_adapter
+from rftlab.engine.vllm_sampler import choose_sampler
 
 EVAL_SEED_OFFSET = 1_000_003
 
@@ -231,7 +232,14 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
             reporter.step(metrics)
 
     with EvaluatorPool(inputs.evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool:
-        policy = Policy(HFSampler(model, tokenizer), tokenizer, pool)
+        sampler = choose_sampler(
+            model,
+            tokenizer,
+            inputs.base_model,
+            settings.training.lora_rank,
+            max_model_len=settings.training.max_context_length,
+        )
+        policy = Policy(sampler, tokenizer, pool)
         if eval_rows and not progress.evals:
             progress.evals.append(measure_evals(policy, eval_rows, settings, inputs.seed))
         while progress.epoch < settings.training.epochs and not progress.stopped_early:

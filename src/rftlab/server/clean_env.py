@@ -24,6 +24,7 @@ PASSED_NAMES = (
     "WANDB_DIR",
     "WANDB_BASE_URL",
     "RFTLAB_HOME",
+    "RFTLAB_SAMPLER",
 )
 
 
