@@ -19,8 +19,8 @@ from rftlab.engine.api import EvaluatorCode
 from rftlab.paths import ASSETS_DIR
 
 BENCH_THREADS = 2
-"""The matmul threads of the peak measurement and of TRL (torch's default on this 2-core machine); the engine
-picks its own (one for models under 20 M parameters)."""
+"""The matmul threads of the peak measurement and of TRL: torch's default on this 2-core machine, and what the
+engine runs with too."""
 ARITHMETIC_DIR = ASSETS_DIR / "arithmetic"
 EXACT_MATCH = EvaluatorCode(root=ARITHMETIC_DIR, entry_file="exact_match.py", entry_func="evaluate")
 

@@ -4,9 +4,8 @@ Both sides train a LoRA adapter on the bundled tiny-arith model with the same ro
 P prompts per step, the same maximum output tokens, LoRA rank (alpha 2r, all linear layers), learning rate
 (cosine to 10% without warmup), weight decay, gradient clipping, loss (DAPO: clip 0.2 / 0.28, no KL,
 token-level mean), group-normalised advantages, sampling (temperature 1, no top-k / top-p), seed and number of
-steps. Each side runs in its own process, one after the other: the engine with the torch threads it picks
-itself (one for this small model), TRL with torch's default (one per core) unless `--trl-threads` says
-otherwise.
+steps. Each side runs in its own process, one after the other, both on torch's default threads (one per core,
+as the local backend gives a job when it runs one at a time) unless `--trl-threads` pins TRL's.
 
 rftlab runs through `run_job` exactly as the local backend's worker calls it (subprocess evaluators, packing,
 a checkpoint after every step). TRL runs `GRPOTrainer.train()` with the evaluator called in-process as a reward
