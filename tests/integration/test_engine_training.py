@@ -3,6 +3,9 @@ a resumed job equals an uninterrupted one, the same seed gives the same series, 
 evaluator's scores say it should."""
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -149,6 +152,52 @@ def test_the_same_seed_gives_the_same_series_and_another_seed_does_not(uninterru
     assert series(same.steps, "reward_mean") == series(reference.steps[:5], "reward_mean")
     assert series(same.steps, "loss") == series(reference.steps[:5], "loss")
     assert series(other.steps, "reward_mean") != series(same.steps, "reward_mean")
+
+
+SIDE_BY_SIDE_RUN = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from test_engine_training import JOB, ROWS, Recorder, inputs
+    from rftlab.engine.job import run_job
+
+    job = {
+        "trainingConfig": {"epochs": 1, "learningRate": 3e-4, "loraRank": 16, "batchSize": 4096},
+        "inferenceParameters": {**JOB["inferenceParameters"], "maxOutputTokens": 8},
+        "lossConfig": {"method": "grpo"},
+        "chunkSize": 8,
+        "evalAutoCarveout": False,
+    }
+    recorder = Recorder()
+    run_job(inputs(Path(sys.argv[2]), job=job, rows=ROWS[:48]), recorder)
+    weights = (Path(sys.argv[2]) / "job/checkpoints").glob("step-*/adapter/adapter_model.safetensors")
+    print(json.dumps({
+        "loss": [step["loss"] for step in recorder.steps],
+        "weights": hashlib.sha256(next(weights).read_bytes()).hexdigest(),
+    }))
+    """
+)
+
+
+def test_two_runs_side_by_side_on_every_core_give_identical_weights(tmp_path):
+    """Separate processes competing for the cores, as two launches of the same job would: the same seed must still
+    give the same numbers. (The backward pass of tensor indexing accumulated in an order that depended on how the
+    threads were scheduled.)"""
+    # torch's default threads (one per core): an explicit OMP_NUM_THREADS happens to make the drift rarer
+    env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SIDE_BY_SIDE_RUN, os.path.dirname(__file__), str(tmp_path / name)],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for name in ("first", "second")
+    ]
+    first, second = (json.loads(run.communicate(timeout=300)[0]) for run in runs)
+    assert len(first["loss"]) == 6
+    assert first == second
 
 
 def test_warm_start_begins_where_the_earlier_adapter_ended(uninterrupted, tmp_path):

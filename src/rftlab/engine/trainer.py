@@ -124,7 +124,10 @@ class Trainer:
             attention_mask=attention_mask_R_1_L_L,
             use_cache=False,
         ).logits
-        logits_N_V = logits_R_L_V.flatten(0, 1)[batch.predict_at_N.to(device)].float() / self.temperature
+        # index_select, not indexing with a tensor: on CPU the backward of the latter (index_put_ with accumulate)
+        # adds up in an order that depends on thread scheduling, so a seeded job drifted from one run to the next
+        predicted_N_V = logits_R_L_V.flatten(0, 1).index_select(0, batch.predict_at_N.to(device))
+        logits_N_V = predicted_N_V.float() / self.temperature
         all_logprobs_N_V = torch.log_softmax(logits_N_V, dim=-1)
         logprobs_N = all_logprobs_N_V.gather(-1, batch.targets_N.to(device).unsqueeze(-1)).squeeze(-1)
         entropy_N = None
