@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from peft import PeftConfig, PeftModel
 
-from rftlab.engine.models import choose_placement, load_base_model
+from rftlab.engine.models import choose_placement, load_base_model, peft_deprecation_silenced
 from rftlab.engine.rollout import HFSampler, render_prompt
 from rftlab.engine.settings import SamplingParams
 
@@ -27,10 +26,7 @@ def chat(
         base_model = PeftConfig.from_pretrained(adapter).base_model_name_or_path
     model, tokenizer = load_base_model(base_model, choose_placement())
     if adapter is not None:
-        with (
-            warnings.catch_warnings()
-        ):  # PEFT still calls a transformers 5 deprecated name; not the user's to fix
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        with peft_deprecation_silenced():
             model = PeftModel.from_pretrained(model, adapter)
     prompt_ids = render_prompt(tokenizer, {"messages": [{"role": "user", "content": prompt}]})
     params = SamplingParams(temperature, 1.0, 0, max_new_tokens)

@@ -8,6 +8,9 @@ or OMP_NUM_THREADS, which the local backend sets for each job to its share of th
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +86,12 @@ def load_base_model(name: str, placement: Placement) -> tuple[PreTrainedModel, P
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(placement.device), tokenizer
+
+
+@contextmanager
+def peft_deprecation_silenced() -> Iterator[None]:
+    """PEFT reads a property transformers 5 renamed; its FutureWarning would reach every job log and `rftlab chat`,
+    and is not the user's to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield

@@ -16,6 +16,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
 from rftlab.engine.algo import loss_spec, policy_loss_N
+from rftlab.engine.models import peft_deprecation_silenced
 from rftlab.engine.packing import MicroBatch
 from rftlab.engine.settings import TrainingSettings
 
@@ -25,12 +26,13 @@ FINAL_LR_FACTOR = 0.1
 
 def attach_adapter(base: PreTrainedModel, rank: int, warm_start: Path | None) -> PeftModel:
     """LoRA on every linear layer of `base` (alpha = 2 x rank), or the adapter saved at `warm_start`."""
-    if warm_start is not None:
-        return PeftModel.from_pretrained(base, warm_start, is_trainable=True)
-    config = LoraConfig(
-        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", bias="none"
-    )
-    return get_peft_model(base, config)
+    with peft_deprecation_silenced():
+        if warm_start is not None:
+            return PeftModel.from_pretrained(base, warm_start, is_trainable=True)
+        config = LoraConfig(
+            r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", bias="none"
+        )
+        return get_peft_model(base, config)
 
 
 def lr_factor(step: int, warmup_steps: int, planned_steps: int) -> float:
