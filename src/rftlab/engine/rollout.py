@@ -38,6 +38,13 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> li
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def text_before_stop(text: str, stops: tuple[str, ...]) -> str | None:
+    """`text` up to the first stop string it holds (the evaluator does not see the stop string, as with
+    OpenAI-style APIs), or None when it holds none."""
+    hits = [text.find(stop) for stop in stops if stop in text]
+    return text[: min(hits)] if hits else None
+
+
 class Sampler(Protocol):
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[Completion]]:
         """Completions for `prompts` (token ids), yielded batch by batch as each batch finishes."""
@@ -147,20 +154,16 @@ class HFSampler:
         logprobs: list[float],
         params: SamplingParams,
     ) -> Completion:
-        """Cut the generated tokens at eos (kept: the model learns to stop) or after a stop string (the text
-        the evaluator sees leaves the stop string out, as OpenAI-style APIs do)."""
+        """Cut the generated tokens at eos (kept: the model learns to stop) or after a stop string."""
         eos = self.tokenizer.eos_token_id
         for end, token in enumerate(new_ids, start=1):
             if token == eos:
                 kept = new_ids[:end]
                 return Completion(index, prompt_ids, kept, logprobs[:end], self._text(kept), "stop")
             if params.stop:
-                text = self._text(new_ids[:end])
-                hits = [text.find(stop) for stop in params.stop if stop in text]
-                if hits:
-                    return Completion(
-                        index, prompt_ids, new_ids[:end], logprobs[:end], text[: min(hits)], "stop"
-                    )
+                text = text_before_stop(self._text(new_ids[:end]), params.stop)
+                if text is not None:
+                    return Completion(index, prompt_ids, new_ids[:end], logprobs[:end], text, "stop")
         return Completion(index, prompt_ids, new_ids, logprobs, self._text(new_ids), "length")
 
     def _text(self, ids: list[int]) -> str:

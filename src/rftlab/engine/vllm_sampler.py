@@ -39,7 +39,7 @@ from transformers import PreTrainedTokenizerBase
 from rftlab.engine.api import JobFailed
 from rftlab.engine.checkpoint import save_adapter
 from rftlab.engine.models import resolve_model_source
-from rftlab.engine.rollout import Completion, HFSampler, Sampler
+from rftlab.engine.rollout import Completion, HFSampler, Sampler, text_before_stop
 from rftlab.engine.settings import SamplingParams
 
 SAMPLER_ENV = "RFTLAB_SAMPLER"
@@ -141,7 +141,7 @@ class VLLMSampler:
         optimizer step or a checkpoint restore, bumps them); else a new id and folder."""
         from vllm.lora.request import LoRARequest
 
-        tensors = get_peft_model_state_dict(self.model).values()
+        tensors = get_peft_model_state_dict(self.model, save_embedding_layers=False).values()
         key = tuple((tensor.data_ptr(), tensor._version) for tensor in tensors)
         if key == self._adapter_key:
             return self._lora_request
@@ -169,14 +169,14 @@ class VLLMSampler:
         ids = list(output.token_ids)
         logprobs = [step[token].logprob for step, token in zip(output.logprobs, ids, strict=True)]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        hits = [text.find(stop) for stop in params.stop if stop in text]
-        stopped = bool(hits) or ids[-1:] == [self.tokenizer.eos_token_id]
+        cut_text = text_before_stop(text, params.stop)
+        stopped = cut_text is not None or ids[-1:] == [self.tokenizer.eos_token_id]
         return Completion(
             index,
             prompt_ids,
             ids,
             logprobs,
-            text[: min(hits)] if hits else text,
+            text if cut_text is None else cut_text,
             "stop" if stopped else "length",
         )
 
