@@ -159,6 +159,7 @@ class EvaluatorPool:
         """Ready workers the dispatcher has not taken in yet (guarded by the lock)."""
         self._idle: list[_Worker] = []
         self._busy: dict[int, _Worker] = {}
+        """Workers running a call (their `call`), by pipe fd."""
         self._started = self._wanted = len(workers)
         self._last_call_s = 0.0
         self._starters: list[threading.Thread] = []
@@ -202,7 +203,7 @@ class EvaluatorPool:
                 self._expire_overdue_calls()
         except Exception as error:  # a bug here must not leave callers waiting forever
             with self._lock:
-                waiting = [*self._queued, *(worker.call for worker in self._busy.values() if worker.call)]
+                waiting = [*self._queued, *(worker.call for worker in self._busy.values())]
                 self._queued.clear()
             for call in waiting:
                 call.future.set_exception(error)
@@ -251,12 +252,12 @@ class EvaluatorPool:
             call.future.set_result(_score(json.loads(line)))
 
     def _seconds_to_next_deadline(self) -> float | None:
-        deadlines = [worker.call.deadline for worker in self._busy.values() if worker.call]
+        deadlines = [worker.call.deadline for worker in self._busy.values()]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _expire_overdue_calls(self) -> None:
         now = time.monotonic()
-        for worker in [w for w in self._busy.values() if w.call and w.call.deadline <= now]:
+        for worker in [w for w in self._busy.values() if w.call.deadline <= now]:
             self._retire(worker)
             worker.call.future.set_result(
                 Score(None, error=f"the evaluator call timed out after {self.timeout_s:g} s")
@@ -328,7 +329,7 @@ class EvaluatorPool:
         self._dispatcher.join()
         for starter in self._starters:
             starter.join()
-        calls = [*self._queued, *(worker.call for worker in self._busy.values() if worker.call)]
+        calls = [*self._queued, *(worker.call for worker in self._busy.values())]
         for call in calls:
             call.future.cancel()
         for worker in [*self._arrived, *self._idle, *self._busy.values()]:
