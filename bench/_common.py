@@ -77,3 +77,19 @@ def run_side(script: Path, side: str, argv: list[str]) -> dict[str, Any]:
             env=env,
         )
         return json.loads(result_path.read_text())
+
+
+class StepLog:
+    """A Reporter for `run_job` that keeps every step's metrics."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+
+    def step(self, metrics: dict[str, float]) -> None:
+        self.steps.append(dict(metrics))
+
+    def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False

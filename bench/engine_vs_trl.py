@@ -33,6 +33,7 @@ import torch
 from _common import (
     BENCH_THREADS,
     EXACT_MATCH,
+    StepLog,
     arithmetic_rows,
     peak_rss_mb,
     pin_threads,
@@ -121,26 +122,19 @@ def held_out_reward(model, tokenizer, rows: list[dict], args: argparse.Namespace
     return {"sampled": evals["eval_reward"], "greedy": evals["eval_reward_greedy"]}
 
 
-class StepLog:
-    """A Reporter that keeps every step's metrics and the peak memory of this process's children (the
-    evaluator workers), sampled at each step."""
+class StepLogWithChildren(StepLog):
+    """Also the peak memory of this process's children (the evaluator workers), sampled at each step."""
 
     def __init__(self) -> None:
-        self.steps: list[dict[str, float]] = []
+        super().__init__()
         self.children_peak_rss_mb = 0.0
 
     def step(self, metrics: dict[str, float]) -> None:
-        self.steps.append(dict(metrics))
+        super().step(metrics)
         children = psutil.Process().children(recursive=True)
         self.children_peak_rss_mb = max(
             self.children_peak_rss_mb, sum(child.memory_info().rss for child in children) / 2**20
         )
-
-    def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def run_rftlab(args: argparse.Namespace) -> dict[str, Any]:
@@ -167,7 +161,7 @@ def run_rftlab(args: argparse.Namespace) -> dict[str, Any]:
             output_dir=Path(folder) / "adapter",
             seed=args.seed,
         )
-        log = StepLog()
+        log = StepLogWithChildren()
         started = time.perf_counter()
         outcome = run_job(inputs, log)
         wall = time.perf_counter() - started

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ARITHMETIC_DIR, arithmetic_rows, print_machine
+from _common import ARITHMETIC_DIR, StepLog, arithmetic_rows, print_machine
 from rftlab.engine.api import EvaluatorCode, JobInputs
 from rftlab.engine.job import run_job
 
@@ -36,22 +36,6 @@ def evaluate(messages, ground_truth=None, **kwargs):
     time.sleep({DELAY_S})
     return exact_match(messages, ground_truth=ground_truth, **kwargs)
 """
-
-
-class StepTimes:
-    """A Reporter keeping each step's seconds."""
-
-    def __init__(self) -> None:
-        self.steps: list[dict[str, float]] = []
-
-    def step(self, metrics: dict[str, float]) -> None:
-        self.steps.append(dict(metrics))
-
-    def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def run(evaluator: EvaluatorCode, rows: list[dict], folder: Path) -> list[dict[str, float]]:
@@ -77,7 +61,7 @@ def run(evaluator: EvaluatorCode, rows: list[dict], folder: Path) -> list[dict[s
         checkpoint_dir=folder / "checkpoints",
         output_dir=folder / "adapter",
     )
-    times = StepTimes()
+    times = StepLog()
     run_job(inputs, times)
     return times.steps
 
