@@ -138,7 +138,7 @@ def test_a_slow_evaluator_gets_more_workers_so_its_calls_overlap(tmp_path):
         "import os, time\n\n"
         "def evaluate(messages, ground_truth=None, **fields):\n"
         "    time.sleep(0.2)\n"
-        "    return {'score': 1.0, 'reason': str(os.getpid())}\n"
+        "    return {'score': 1.0, 'reason': os.environ['HOME']}\n"  # each worker's own scratch folder
     )
     code = EvaluatorCode(tmp_path, "judge.py", "evaluate")
     messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]

@@ -1,17 +1,24 @@
-"""The user's evaluator, run in a pool of separate worker processes.
+"""The user's evaluator, run in a pool of separate, sandboxed worker processes.
 
 Each worker process (evaluator_worker.py) serves one call at a time. One dispatcher thread hands queued calls
 to idle workers and reads their answers as they arrive (a selector over the workers' pipes), so several calls
 run at once while the caller keeps generating, and a fast evaluator costs a pipe round trip per call rather
 than a thread hand-off and a timer thread per call (64 exact-match calls through 8 workers: about 18 ms with a
-thread per call, 3-5 ms this way). A call that raises, outlives its timeout (its process is killed), crashes its process, or returns a
-non-finite, out-of-range or self-declared invalid score yields an invalid `Score`, never an exception.
-Workers get an environment without the server's secrets.
+thread per call, 3-5 ms this way). A call that raises, outlives its timeout (its process is killed), crashes its
+process, returns a non-finite, out-of-range or self-declared invalid score, or answers anything but the protocol
+yields an invalid `Score`, never an exception.
+
+Every worker runs in rftlab.sandbox: it reads the system, the Python install and its evaluator's code, writes only
+its own scratch folder (its HOME), has no network, no secrets but the account's own, bounded memory, CPU, files
+and processes, and everything it forks ends with it. A worker that has not imported the evaluator within
+`start_timeout_s` fails the job; what the evaluator prints reaches the job's log only up to `output_limit` bytes
+per call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -27,10 +34,22 @@ from pathlib import Path
 from typing import Any
 
 from rftlab.engine.api import EvaluatorCode, JobFailed
+from rftlab.sandbox import SandboxPolicy, SandboxUnavailable, start
 
 WORKER_SCRIPT = Path(__file__).with_name("evaluator_worker.py")
-SECRET_ENV_PREFIXES = ("FIREWORKS_", "WANDB_", "RFTLAB_", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-SECRET_ENV_MARKERS = ("API_KEY", "SECRET", "PASSWORD", "TOKEN")
+DEFAULT_SANDBOX = SandboxPolicy()
+START_TIMEOUT_S = 120.0
+"""How long a worker may take to import the evaluator (the build check's own limit)."""
+OUTPUT_LIMIT_BYTES = 64 << 10
+MAX_ANSWER_BYTES = 1 << 20
+_ANSWERS, _OUTPUT, _CALLS = "answers", "output", "calls"
+
+
+def worker_policy(base: SandboxPolicy, code: EvaluatorCode) -> SandboxPolicy:
+    """`base` plus read access to the evaluator's code and to the worker script."""
+    return dataclasses.replace(
+        base, read_only=(*base.read_only, code.root.resolve(), WORKER_SCRIPT.resolve())
+    )
 
 
 @dataclass(frozen=True)
@@ -44,15 +63,6 @@ class Score:
     @property
     def valid(self) -> bool:
         return self.value is not None
-
-
-def worker_environment() -> dict[str, str]:
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(SECRET_ENV_PREFIXES)
-        and not any(marker in name for marker in SECRET_ENV_MARKERS)
-    }
 
 
 def checked_score(result: dict[str, Any]) -> Score:
@@ -72,60 +82,182 @@ class _Call:
     deadline: float = 0.0
 
 
-def _score(answer: dict[str, Any]) -> Score:
+class MalformedAnswer(ValueError):
+    pass
+
+
+def parse_answer(line: bytes) -> Score:
+    """One answer line from a worker -> its Score; MalformedAnswer for anything but the protocol's two shapes
+    (the line comes from the user's process, which can write anything to the pipe)."""
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        raise MalformedAnswer(f"not JSON: {line[:80]!r}") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+        raise MalformedAnswer(f"no 'ok' flag: {line[:80]!r}")
     if not answer["ok"]:
+        if not isinstance(answer.get("error"), str):
+            raise MalformedAnswer("a failed call without an error message")
         return Score(None, error=answer["error"])
-    return checked_score(answer["result"])
+    result = answer.get("result")
+    if not (
+        isinstance(result, dict)
+        and _is_number(result.get("score"))
+        and isinstance(result.get("reason"), str)
+        and isinstance(result.get("is_score_valid"), bool)
+        and isinstance(result.get("metrics"), dict)
+        and all(_is_number(value) for value in result["metrics"].values())
+    ):
+        raise MalformedAnswer(f"a result without the expected fields: {line[:80]!r}")
+    return checked_score(result)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class _Worker:
-    def __init__(self, code: EvaluatorCode):
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER_SCRIPT), str(code.root), code.entry_file, code.entry_func],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=worker_environment(),
-        )
+    """One sandboxed worker process and the dispatcher's ends of its pipes: calls in (non-blocking, so a worker
+    that stops reading cannot stall the dispatcher), answers out, and its own prints (stderr), passed on to the
+    job's log up to `output_limit` bytes per call and counted beyond."""
+
+    def __init__(self, code: EvaluatorCode, policy: SandboxPolicy | None, output_limit: int):
+        command = [
+            sys.executable,
+            "-I",
+            "-B",
+            str(WORKER_SCRIPT),
+            str(code.root),
+            code.entry_file,
+            code.entry_func,
+        ]
+        try:
+            self.sandboxed = start(
+                command,
+                policy,
+                cwd=code.root,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except SandboxUnavailable as error:
+            raise JobFailed(str(error)) from None
+        self.process = self.sandboxed.popen
+        self.entry_file = code.entry_file
         self.fd = self.process.stdout.fileno()
+        self.err_fd = self.process.stderr.fileno()
+        self.in_fd = self.process.stdin.fileno()
+        os.set_blocking(self.in_fd, False)
         self.call: _Call | None = None
         self._unread = b""
+        self._unsent = b""
+        self.output_limit = output_limit
+        self._output_left = output_limit
+        self._output_dropped = 0
+        self._last_output = b""
 
-    def wait_ready(self) -> None:
-        lines = self.read_lines()
-        while lines == []:
-            lines = self.read_lines()
-        answer = json.loads(lines[0]) if lines else {"ready": False, "error": "the worker exited at start"}
-        if not answer["ready"]:
+    def wait_ready(self, deadline: float, timeout_s: float) -> None:
+        """Until the worker has imported the evaluator; JobFailed (the worker killed) if it cannot, or does not
+        by `deadline` (time.monotonic(), `timeout_s` after the start)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fd, selectors.EVENT_READ)
+            selector.register(self.err_fd, selectors.EVENT_READ)
+            lines: list[bytes] | None = []
+            while lines == []:
+                left = deadline - time.monotonic()
+                events = selector.select(left) if left > 0 else []
+                if not events:
+                    self.kill()
+                    raise JobFailed(
+                        f"the evaluator {self.entry_file} did not finish importing within {timeout_s:g} s"
+                        " (does it hang at import?)"
+                    )
+                for key, _ in events:
+                    if key.fd == self.err_fd:
+                        if not self.pass_on_output():
+                            selector.unregister(self.err_fd)
+                    elif lines == []:
+                        lines = self.read_lines()
+        try:
+            answer = json.loads(lines[0]) if lines else None
+            ready, error = answer["ready"], answer.get("error")
+        except (ValueError, TypeError, KeyError):
+            ready, error = False, self.exit_description("the worker exited at start" if lines is None else "")
+        if ready is not True:
             self.kill()
-            raise JobFailed(f"the evaluator cannot be loaded: {answer['error']}")
+            raise JobFailed(f"the evaluator cannot be loaded: {error or self.exit_description('')}")
+
+    def exit_description(self, what: str) -> str:
+        last = self._last_output.decode(errors="replace").strip().splitlines()
+        said = f": {last[-1]}" if last else ""
+        return f"{what or 'the worker sent a malformed start message'}{said}"
 
     def read_lines(self) -> list[bytes] | None:
-        """The complete lines that have arrived (one read; it blocks only if nothing has); None at end of file."""
+        """The complete lines that have arrived (one read; it blocks only if nothing has); None at end of file.
+        An unfinished line longer than MAX_ANSWER_BYTES raises MalformedAnswer."""
         data = os.read(self.fd, 1 << 16)
         if not data:
             return None
         *lines, self._unread = (self._unread + data).split(b"\n")
+        if len(self._unread) > MAX_ANSWER_BYTES:
+            raise MalformedAnswer(f"an answer line longer than {MAX_ANSWER_BYTES} bytes")
         return lines
+
+    def pass_on_output(self) -> bool:
+        """Copy what the evaluator printed to our stderr, within this call's allowance; False at end of file."""
+        data = os.read(self.err_fd, 1 << 16)
+        if not data:
+            return False
+        self._last_output = (self._last_output + data)[-4096:]
+        kept = data[: self._output_left]
+        self._output_left -= len(kept)
+        self._output_dropped += len(data) - len(kept)
+        _write_all(sys.stderr.fileno(), kept)
+        return True
+
+    def end_of_call_output(self) -> None:
+        if self._output_dropped:
+            _write_all(
+                sys.stderr.fileno(),
+                f"\n[evaluator output over {self.output_limit} bytes in one call: "
+                f"{self._output_dropped} more bytes dropped]\n".encode(),
+            )
+        self._output_left, self._output_dropped = self.output_limit, 0
 
     def send(self, call: _Call, timeout_s: float) -> bool:
         """Start `call` on this idle worker; False if the worker had died (the call was not delivered)."""
-        try:
-            self.process.stdin.write(call.payload)
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
+        self._unsent = call.payload
+        if not self.write_some():
             return False
         call.started = time.monotonic()
         call.deadline = call.started + timeout_s
         self.call = call
         return True
 
+    @property
+    def sending(self) -> bool:
+        return bool(self._unsent)
+
+    def write_some(self) -> bool:
+        """Write what the pipe takes of the call being sent; False if the worker is gone."""
+        try:
+            written = os.write(self.in_fd, self._unsent)
+        except BlockingIOError:
+            return True
+        except OSError:
+            self._unsent = b""
+            return False
+        self._unsent = self._unsent[written:]
+        return True
+
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
-            with contextlib.suppress(OSError):
-                stream.close()
+        """End the worker and everything it started; its scratch folder goes too."""
+        self.sandboxed.kill()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 class EvaluatorPool:
@@ -143,12 +275,26 @@ class EvaluatorPool:
     SLOW_CALL_S = 0.02
     STARTS_AT_ONCE = 2
 
-    def __init__(self, code: EvaluatorCode, concurrency: int, timeout_s: float):
+    def __init__(
+        self,
+        code: EvaluatorCode,
+        concurrency: int,
+        timeout_s: float,
+        *,
+        sandbox: SandboxPolicy | None = DEFAULT_SANDBOX,
+        start_timeout_s: float = START_TIMEOUT_S,
+        output_limit: int = OUTPUT_LIMIT_BYTES,
+    ):
         self.code, self.timeout_s, self.concurrency = code, timeout_s, concurrency
-        workers = [_Worker(code) for _ in range(min(concurrency, self.INITIAL_WORKERS))]
+        self.start_timeout_s, self.output_limit = start_timeout_s, output_limit
+        self.policy = None if sandbox is None else worker_policy(sandbox, code)
+        workers: list[_Worker] = []
         try:
+            for _ in range(min(concurrency, self.INITIAL_WORKERS)):
+                workers.append(self._new_worker())
+            deadline = time.monotonic() + start_timeout_s
             for worker in workers:
-                worker.wait_ready()
+                worker.wait_ready(deadline, start_timeout_s)
         except JobFailed:
             for worker in workers:
                 worker.kill()
@@ -190,6 +336,9 @@ class EvaluatorPool:
         with contextlib.suppress(BlockingIOError):  # a full pipe already wakes the dispatcher
             os.write(self._wake_write, b"!")
 
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.code, self.policy, self.output_limit)
+
     def _dispatch(self) -> None:
         try:
             while not self._closed:
@@ -198,8 +347,17 @@ class EvaluatorPool:
                 for key, _ in self._selector.select(self._seconds_to_next_deadline()):
                     if key.data is None:
                         os.read(self._wake_read, 1 << 16)
-                    else:
-                        self._read(key.data)
+                        continue
+                    worker, pipe = key.data
+                    if worker.fd not in self._busy and worker not in self._idle:
+                        continue  # retired earlier in this round
+                    if pipe == _ANSWERS:
+                        self._read(worker)
+                    elif pipe == _OUTPUT:
+                        if not worker.pass_on_output():
+                            self._selector.unregister(worker.err_fd)
+                    elif not worker.write_some() or not worker.sending:
+                        self._selector.unregister(worker.in_fd)
                 self._expire_overdue_calls()
         except Exception as error:  # a bug here must not leave callers waiting forever
             with self._lock:
@@ -213,7 +371,8 @@ class EvaluatorPool:
         with self._lock:
             arrived, self._arrived = self._arrived, []
         for worker in arrived:
-            self._selector.register(worker.fd, selectors.EVENT_READ, worker)
+            self._selector.register(worker.fd, selectors.EVENT_READ, (worker, _ANSWERS))
+            self._selector.register(worker.err_fd, selectors.EVENT_READ, (worker, _OUTPUT))
             self._idle.append(worker)
 
     def _start_queued_calls(self) -> None:
@@ -225,6 +384,8 @@ class EvaluatorPool:
             worker = self._idle.pop()
             if worker.send(call, self.timeout_s):
                 self._busy[worker.fd] = worker
+                if worker.sending:
+                    self._selector.register(worker.in_fd, selectors.EVENT_WRITE, (worker, _CALLS))
             else:
                 with self._lock:
                     self._queued.appendleft(call)
@@ -235,21 +396,39 @@ class EvaluatorPool:
             self._grow(waiting + len(self._busy))
 
     def _read(self, worker: _Worker) -> None:
-        lines = worker.read_lines()
+        try:
+            lines = worker.read_lines()
+        except MalformedAnswer as error:
+            self._fail_and_retire(worker, f"the evaluator process broke the answer protocol: {error}")
+            return
         if lines is None:
-            self._retire(worker)
-            if worker.call is not None:
-                message = f"the evaluator process died (exit code {worker.process.returncode})"
-                worker.call.future.set_result(Score(None, error=message))
+            self._fail_and_retire(worker, f"the evaluator process died (exit code {worker.process.poll()})")
             return
         for line in lines:
+            if worker.sending:
+                self._fail_and_retire(worker, "the evaluator process answered a call it had not read")
+                return
             call, worker.call = worker.call, None
             if call is None:
-                continue
+                continue  # a line the worker's code wrote between calls
+            try:
+                score = parse_answer(line)
+            except MalformedAnswer as error:
+                worker.call = call
+                self._fail_and_retire(worker, f"the evaluator process broke the answer protocol: {error}")
+                return
             self._last_call_s = time.monotonic() - call.started
             del self._busy[worker.fd]
             self._idle.append(worker)
-            call.future.set_result(_score(json.loads(line)))
+            worker.end_of_call_output()
+            call.future.set_result(score)
+
+    def _fail_and_retire(self, worker: _Worker, error: str) -> None:
+        """The worker's call (if any) fails with `error`; the worker is killed and replaced."""
+        call = worker.call
+        self._retire(worker)
+        if call is not None:
+            call.future.set_result(Score(None, error=error))
 
     def _seconds_to_next_deadline(self) -> float | None:
         deadlines = [worker.call.deadline for worker in self._busy.values()]
@@ -258,18 +437,18 @@ class EvaluatorPool:
     def _expire_overdue_calls(self) -> None:
         now = time.monotonic()
         for worker in [w for w in self._busy.values() if w.call.deadline <= now]:
-            self._retire(worker)
-            worker.call.future.set_result(
-                Score(None, error=f"the evaluator call timed out after {self.timeout_s:g} s")
-            )
+            self._fail_and_retire(worker, f"the evaluator call timed out after {self.timeout_s:g} s")
 
     def _retire(self, worker: _Worker) -> None:
-        """Forget a dead or overdue worker (killing it) and start a replacement."""
-        self._selector.unregister(worker.fd)  # before the kill closes the fd, whose number may then be reused
+        """Forget a dead, overdue or misbehaving worker (killing it) and start a replacement."""
+        for fd in (worker.fd, worker.err_fd, worker.in_fd):  # before the kill closes the fds, whose numbers
+            with contextlib.suppress(KeyError):  # may then be reused
+                self._selector.unregister(fd)
         self._busy.pop(worker.fd, None)
         with contextlib.suppress(ValueError):
             self._idle.remove(worker)
         worker.kill()
+        worker.end_of_call_output()
         with self._lock:
             self._started -= 1
         self._grow(0)
@@ -290,9 +469,9 @@ class EvaluatorPool:
     def _start_workers(self) -> None:
         """Start workers one after another while the pool wants more (each counted in `_started` beforehand)."""
         while True:
-            worker = _Worker(self.code)
             try:
-                worker.wait_ready()
+                worker = self._new_worker()
+                worker.wait_ready(time.monotonic() + self.start_timeout_s, self.start_timeout_s)
             except JobFailed as error:
                 self._lose_a_starting_worker(error)
                 return

@@ -1,0 +1,155 @@
+"""Starting a command inside the sandbox, and ending it with everything it started."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from rftlab.sandbox.host import ENTER_SCRIPT, require_sandbox
+from rftlab.sandbox.policy import SandboxPolicy
+
+
+class SandboxedProcess:
+    """A process started by `start`: its own process group (and PID namespace where the host has one) and its
+    own scratch folder, both gone after `kill()`."""
+
+    def __init__(self, popen: subprocess.Popen, scratch: Path | None):
+        self.popen = popen
+        self.scratch = scratch
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, reap the launcher, close our pipe ends and delete the scratch."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def start(
+    command: list[str],
+    policy: SandboxPolicy | None,
+    *,
+    cwd: Path,
+    stdin: Any = subprocess.DEVNULL,
+    stdout: Any = None,
+    stderr: Any = None,
+    allow_unsandboxed: bool | None = None,
+) -> SandboxedProcess:
+    """Run `command` confined by `policy` (None: unconfined, for trusted code and comparisons only).
+
+    Raises SandboxUnavailable when the host lacks filesystem or network confinement and the operator did not
+    opt in (see `require_sandbox`)."""
+    if policy is None:
+        popen = subprocess.Popen(
+            command, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True
+        )
+        return SandboxedProcess(popen, None)
+    host = require_sandbox(allow_unsandboxed)
+    scratch = Path(tempfile.mkdtemp(prefix="rftlab-sandbox-", dir=policy.scratch_parent)).resolve()
+    (scratch / "tmp").mkdir()
+    spec = {
+        "read_only": policy.readable_paths(),
+        "read_write": policy.writable_paths(scratch),
+        "network": policy.network,
+        "limits": policy.limits.as_dict(),
+        "landlock_abi": host.landlock_abi,
+        "user_namespace": host.user_namespace,
+        "net_namespace": host.net_namespace,
+        "pid_namespace": host.pid_namespace,
+    }
+    launcher = [sys.executable, "-I", "-S", str(ENTER_SCRIPT), json.dumps(spec), "--", *command]
+    try:
+        popen = subprocess.Popen(
+            launcher,
+            cwd=cwd,
+            env=policy.environment(scratch),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return SandboxedProcess(popen, scratch)
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int | None
+    """None when the command was killed at its timeout."""
+    output: str
+    """Its stdout and stderr together, only the last `output_limit` bytes when there were more."""
+    dropped_bytes: int
+
+
+def run(
+    command: list[str],
+    policy: SandboxPolicy | None,
+    *,
+    cwd: Path,
+    timeout_s: float,
+    output_limit: int = 64 << 10,
+    allow_unsandboxed: bool | None = None,
+) -> Finished:
+    """Run to the end (or kill at `timeout_s`), keeping only the tail of what it prints."""
+    process = start(
+        command,
+        policy,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        allow_unsandboxed=allow_unsandboxed,
+    )
+    deadline = time.monotonic() + timeout_s
+    tail, dropped = _read_tail(process.popen.stdout, deadline, output_limit)
+    timed_out = not _exited_within(process.popen, max(0.0, deadline - time.monotonic()))
+    process.kill()
+    returncode = None if timed_out else process.popen.returncode
+    return Finished(returncode, tail.decode(errors="replace"), dropped)
+
+
+def _read_tail(stream: IO[bytes], deadline: float, limit: int) -> tuple[bytes, int]:
+    """Read until end of file or the deadline; keep the last `limit` bytes and count the rest."""
+    tail, dropped = b"", 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                break
+            data = os.read(stream.fileno(), 1 << 16)
+            if not data:
+                break
+            tail += data
+            if len(tail) > limit:
+                dropped += len(tail) - limit
+                tail = tail[-limit:]
+    return tail, dropped
+
+
+def _exited_within(popen: subprocess.Popen, seconds: float) -> bool:
+    try:
+        popen.wait(seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
