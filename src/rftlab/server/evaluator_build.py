@@ -4,13 +4,12 @@ separate Python process that its entry file imports and exposes its entry functi
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rftlab.server.clean_env import clean_environment
+from rftlab import sandbox
 
 BUILD_TIMEOUT_S = 120
 DEFAULT_ENTRY_FUNC = "evaluate"
@@ -111,26 +110,30 @@ def resolve_entry(
 
 
 def check_entry(code_dir: Path, entry: Entry) -> None:
-    """Import the entry file in a fresh interpreter without the server's secrets; BuildError says why it failed."""
+    """Import the entry file in a fresh, sandboxed interpreter (rftlab.sandbox: it reads only the system, Python
+    and this code folder, without the server's secrets or network); BuildError says why it failed."""
+    root = code_dir.resolve()
     try:
-        result = subprocess.run(
+        finished = sandbox.run(
             [
                 sys.executable,
                 "-I",
+                "-B",
+                "-u",
                 "-c",
                 _CHECK_SCRIPT,
-                str(code_dir.resolve()),
+                str(root),
                 entry.entry_file,
                 entry.entry_func,
             ],
-            cwd=code_dir,
-            env=clean_environment(),
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
+            sandbox.SandboxPolicy(read_only=(root,), limits=sandbox.Limits(cpu_seconds=BUILD_TIMEOUT_S)),
+            cwd=root,
+            timeout_s=BUILD_TIMEOUT_S,
         )
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"importing {entry.entry_file} took longer than {BUILD_TIMEOUT_S} s") from None
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise BuildError(lines[-1] if lines else f"the import check exited with code {result.returncode}")
+    except sandbox.SandboxUnavailable as error:
+        raise BuildError(str(error)) from None
+    if finished.returncode is None:
+        raise BuildError(f"importing {entry.entry_file} took longer than {BUILD_TIMEOUT_S} s")
+    if finished.returncode != 0:
+        lines = [line for line in finished.output.strip().splitlines() if line.strip()]
+        raise BuildError(lines[-1] if lines else f"the import check exited with code {finished.returncode}")
