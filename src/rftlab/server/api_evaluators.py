@@ -1,16 +1,27 @@
 """Evaluators: create (`evaluatorsV2` and the legacy `evaluators`) with inline code or an uploaded .py / tar.gz,
-build check, get, list, delete.
+the build, get, list, delete, and the build log.
 
-The build runs within the request (an import check in a separate process takes about a second), so the evaluator
-comes back ACTIVE or BUILD_FAILED; `BUILDING` only means the code has not been uploaded yet.
+A build (unpack, install requirements.txt into the evaluator's environment, import the entry) runs in a small pool
+of build threads, off the request path: the evaluator is BUILDING until it ends ACTIVE or BUILD_FAILED with the
+error. The request that starts a build waits up to `QUICK_BUILD_WAIT_S` for it, so a plain evaluator file (an
+import check of about a second) comes back ACTIVE at once; one whose requirements must be installed answers
+BUILDING and is polled, as on Fireworks. Each build writes a log (`:getBuildLogEndpoint` hands out its URL).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+import threading
+import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.fernet import InvalidToken
 from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import select
 
 from rftlab.server import uploads
 from rftlab.server.api_common import (
@@ -23,6 +34,7 @@ from rftlab.server.api_common import (
     now,
     parse_body,
 )
+from rftlab.server.errors import ApiError, failed_precondition, not_found
 from rftlab.server.evaluator_build import (
     BuildError,
     check_entry,
@@ -30,26 +42,36 @@ from rftlab.server.evaluator_build import (
     resolve_entry,
     write_inline_files,
 )
+from rftlab.server.evaluator_env import ensure_environment, read_requirements
 from rftlab.server.resource_routes import STATEFUL_ORDER_COLUMNS, add_list_get_delete, render
 from rftlab.server.schemas import EvaluatorCreate, check_resource_id
+from rftlab.server.server_key import server_fernet
 from rftlab.server.store import Resource
 
 KIND = "evaluators"
-router = APIRouter(prefix="/v1/accounts/{account_id}")
+router = APIRouter()
+account_router = APIRouter(prefix="/v1/accounts/{account_id}")
 AWAITING_UPLOAD = (
     "waiting for the code: call :getUploadEndpoint, PUT the .py or .tar.gz, then :validateUpload"
 )
+BUILDING_MESSAGE = "building: installing requirements.txt and importing the entry point"
+MAX_PARALLEL_BUILDS = 2
+QUICK_BUILD_WAIT_S = 10.0
+BUILD_LOG_URL_TTL_S = 3600
+
+_builds = concurrent.futures.ThreadPoolExecutor(MAX_PARALLEL_BUILDS, thread_name_prefix="evaluator-build")
+_in_flight: set[tuple[str, str]] = set()
+_in_flight_lock = threading.Lock()
 
 
-@router.post("/evaluatorsV2")
-@router.post("/evaluators")
+@account_router.post("/evaluatorsV2")
+@account_router.post("/evaluators")
 def create_evaluator(account_id: AccountId, ctx: Ctx, body: JsonBody = None) -> dict:
     request = parse_body(EvaluatorCreate, body)
     evaluator_id = check_resource_id(
         request.evaluator_id or f"evaluator-{uuid.uuid4().hex[:12]}", "evaluatorId"
     )
     spec = request.evaluator
-    name = f"accounts/{account_id}/evaluators/{evaluator_id}"
     snippets = next(
         (c.code_snippets for c in spec.criteria if c.code_snippets and c.code_snippets.file_contents), None
     )
@@ -61,7 +83,7 @@ def create_evaluator(account_id: AccountId, ctx: Ctx, body: JsonBody = None) -> 
         state="BUILDING",
         body={
             **spec.model_dump(by_alias=True, exclude_none=True),
-            "name": name,
+            "name": f"accounts/{account_id}/evaluators/{evaluator_id}",
             "displayName": spec.display_name or evaluator_id,
             "state": "BUILDING",
             "status": {"code": "OK", "message": AWAITING_UPLOAD},
@@ -71,18 +93,15 @@ def create_evaluator(account_id: AccountId, ctx: Ctx, body: JsonBody = None) -> 
     insert_resource(ctx, resource)
     if snippets is None:
         return render(resource)
-    code_dir = ctx.layout.evaluator_code(account_id, evaluator_id)
-    try:
+
+    def unpack(code_dir: Path) -> None:
         write_inline_files(code_dir, snippets.file_contents)
-    except BuildError as error:
-        return _record_build(ctx, account_id, evaluator_id, error=str(error))
-    return _build(
-        ctx, account_id, evaluator_id, code_dir, snippets.entry_file, snippets.entry_func, spec.entry_point
-    )
+
+    return _start_build(ctx, account_id, evaluator_id, unpack, snippets.entry_file, snippets.entry_func)
 
 
 add_list_get_delete(
-    router,
+    account_router,
     KIND,
     "evaluator",
     STATEFUL_ORDER_COLUMNS,
@@ -90,7 +109,7 @@ add_list_get_delete(
 )
 
 
-@router.post("/evaluators/{evaluator_id}:getUploadEndpoint")
+@account_router.post("/evaluators/{evaluator_id}:getUploadEndpoint")
 def evaluator_upload_endpoint(
     evaluator_id: str,
     request: Request,
@@ -101,50 +120,152 @@ def evaluator_upload_endpoint(
     return uploads.upload_endpoint(ctx, str(request.base_url), account_id, KIND, evaluator_id, body)
 
 
-@router.post("/evaluators/{evaluator_id}:validateUpload")
+@account_router.post("/evaluators/{evaluator_id}:validateUpload")
 def validate_evaluator_upload(evaluator_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.session() as session:
-        entry_point = get_resource(session, account_id, KIND, evaluator_id).body.get("entryPoint")
+    with ctx.store.reading() as session:
+        get_resource(session, account_id, KIND, evaluator_id)
+    if (account_id, evaluator_id) in _in_flight:
+        raise failed_precondition(
+            f"accounts/{account_id}/evaluators/{evaluator_id} is still building; wait for ACTIVE or BUILD_FAILED"
+        )
     staged, filename = uploads.take_upload(ctx, account_id, KIND, evaluator_id)
-    code_dir = ctx.layout.evaluator_code(account_id, evaluator_id)
+
+    def unpack(code_dir: Path) -> None:
+        try:
+            install_upload(code_dir, staged, filename)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    return _start_build(ctx, account_id, evaluator_id, unpack, None, None)
+
+
+@account_router.get("/evaluators/{evaluator_id}:getBuildLogEndpoint")
+def build_log_endpoint(evaluator_id: str, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
+    with ctx.store.reading() as session:
+        get_resource(session, account_id, KIND, evaluator_id)
+    token = server_fernet(ctx.layout.root).encrypt(json.dumps([account_id, evaluator_id]).encode()).decode()
+    return {"buildLogSignedUri": f"{str(request.base_url).rstrip('/')}/v1/evaluatorBuildLogs/{token}"}
+
+
+@router.get("/v1/evaluatorBuildLogs/{token}", response_class=PlainTextResponse)
+def build_log(token: str, ctx: Ctx) -> str:
+    """The build log behind a `:getBuildLogEndpoint` URL; like a signed URL, the token is the only credential."""
     try:
-        install_upload(code_dir, staged, filename)
-    except BuildError as error:
-        return _record_build(ctx, account_id, evaluator_id, error=str(error))
-    finally:
-        staged.unlink(missing_ok=True)
-    return _build(ctx, account_id, evaluator_id, code_dir, None, None, entry_point)
+        account_id, evaluator_id = json.loads(
+            server_fernet(ctx.layout.root).decrypt(token.encode(), ttl=BUILD_LOG_URL_TTL_S)
+        )
+    except InvalidToken:
+        raise not_found(
+            "build log URL (it may have expired; ask :getBuildLogEndpoint for a new one)"
+        ) from None
+    path = build_log_path(ctx, account_id, evaluator_id)
+    if not path.is_file():
+        raise not_found(f"build log of accounts/{account_id}/evaluators/{evaluator_id}")
+    return path.read_text(errors="replace")
+
+
+def build_log_path(ctx: ServerContext, account_id: str, evaluator_id: str) -> Path:
+    return ctx.layout.evaluator_code(account_id, evaluator_id).parent / "build.log"
+
+
+def fail_interrupted_builds(ctx: ServerContext) -> None:
+    """At server start: a build the previous server did not finish will never finish; say so."""
+    with ctx.store.session() as session:
+        building = session.scalars(
+            select(Resource).where(Resource.kind == KIND, Resource.state == "BUILDING")
+        )
+        for resource in building:
+            if resource.body.get("status", {}).get("message") == BUILDING_MESSAGE:
+                _set_state(resource, "the server restarted during the build; upload the evaluator again")
+
+
+def _start_build(
+    ctx: ServerContext,
+    account_id: str,
+    evaluator_id: str,
+    unpack: Callable[[Path], None],
+    entry_file: str | None,
+    entry_func: str | None,
+) -> dict:
+    key = (account_id, evaluator_id)
+    with _in_flight_lock:
+        _in_flight.add(key)
+    with ctx.store.session() as session:
+        _set_state(get_resource(session, account_id, KIND, evaluator_id), None, state="BUILDING")
+    build = _builds.submit(_build, ctx, account_id, evaluator_id, unpack, entry_file, entry_func)
+    build.add_done_callback(lambda _: _finish(key))
+    concurrent.futures.wait([build], timeout=QUICK_BUILD_WAIT_S)
+    with ctx.store.reading() as session:
+        return render(get_resource(session, account_id, KIND, evaluator_id))
+
+
+def _finish(key: tuple[str, str]) -> None:
+    with _in_flight_lock:
+        _in_flight.discard(key)
 
 
 def _build(
     ctx: ServerContext,
     account_id: str,
     evaluator_id: str,
-    code_dir: Path,
+    unpack: Callable[[Path], None],
     entry_file: str | None,
     entry_func: str | None,
-    entry_point: str | None,
-) -> dict:
-    try:
-        entry = resolve_entry(code_dir, entry_file, entry_func, entry_point)
-        check_entry(code_dir, entry)
-    except BuildError as error:
-        return _record_build(ctx, account_id, evaluator_id, error=str(error))
-    return _record_build(ctx, account_id, evaluator_id, entry_point=f"{entry.entry_file}::{entry.entry_func}")
+) -> None:
+    code_dir = ctx.layout.evaluator_code(account_id, evaluator_id)
+    code_dir.parent.mkdir(parents=True, exist_ok=True)
+    with build_log_path(ctx, account_id, evaluator_id).open("w") as log_file:
 
+        def log(line: str) -> None:
+            log_file.write(line.rstrip("\n") + "\n")
+            log_file.flush()
 
-def _record_build(
-    ctx: ServerContext, account_id: str, evaluator_id: str, *, error: str | None = None, entry_point: str = ""
-) -> dict:
-    with ctx.store.session() as session:
-        resource = get_resource(session, account_id, KIND, evaluator_id)
-        resource.state = "BUILD_FAILED" if error else "ACTIVE"
-        resource.update_time = now()
-        body = {**resource.body, "state": resource.state}
+        error: str | None = None
+        entry_point = ""
+        try:
+            with ctx.store.reading() as session:
+                body = get_resource(session, account_id, KIND, evaluator_id).body
+            log("unpacking the evaluator's code")
+            unpack(code_dir)
+            if body.get("requirements") and not (code_dir / "requirements.txt").exists():
+                (code_dir / "requirements.txt").write_text(body["requirements"])
+            requirements = read_requirements(code_dir)
+            python = ensure_environment(ctx.layout.root, requirements, log)
+            entry = resolve_entry(code_dir, entry_file, entry_func, body.get("entryPoint"))
+            log(f"importing {entry.entry_file} and looking up {entry.entry_func}")
+            if requirements:
+                check_entry(code_dir, entry, python=python)
+            else:
+                check_entry(code_dir, entry)
+            entry_point = f"{entry.entry_file}::{entry.entry_func}"
+            log(f"ACTIVE: entry point {entry_point}")
+        except BuildError as failure:
+            error = str(failure)
+        except Exception:  # a bug in the build must still end the build, with what happened in the log
+            log(traceback.format_exc())
+            error = "the build failed on the server; see the build log (:getBuildLogEndpoint)"
         if error:
-            body["status"] = {"code": "INVALID_ARGUMENT", "message": error}
-        else:
-            body["status"] = {"code": "OK", "message": ""}
-            body["entryPoint"] = entry_point
-        resource.body = body
-        return render(resource)
+            log(f"BUILD_FAILED: {error}")
+        try:
+            with ctx.store.session() as session:
+                resource = get_resource(session, account_id, KIND, evaluator_id)
+                _set_state(resource, error, entry_point=entry_point)
+        except ApiError:  # deleted while it was building
+            pass
+
+
+def _set_state(resource: Resource, error: str | None, *, state: str = "", entry_point: str = "") -> None:
+    resource.state = state or ("BUILD_FAILED" if error else "ACTIVE")
+    resource.update_time = now()
+    body = {**resource.body, "state": resource.state}
+    if resource.state == "BUILDING":
+        body["status"] = {"code": "OK", "message": BUILDING_MESSAGE}
+    elif error:
+        body["status"] = {"code": "INVALID_ARGUMENT", "message": error}
+    else:
+        body["status"] = {"code": "OK", "message": ""}
+        body["entryPoint"] = entry_point
+    resource.body = body
+
+
+router.include_router(account_router)

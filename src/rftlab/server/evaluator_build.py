@@ -12,6 +12,8 @@ from pathlib import Path, PurePosixPath
 from rftlab import sandbox
 
 BUILD_TIMEOUT_S = 120
+MAX_UNPACKED_BYTES = 512 << 20
+MAX_UNPACKED_FILES = 20_000
 DEFAULT_ENTRY_FUNC = "evaluate"
 
 _CHECK_SCRIPT = """
@@ -69,6 +71,7 @@ def install_upload(code_dir: Path, upload: Path, filename: str) -> None:
         raise BuildError(f"{filename}: upload a .py file or a .tar.gz of the evaluator folder")
     try:
         with tarfile.open(upload, "r:gz") as archive:
+            _refuse_oversized(archive, filename)
             archive.extractall(code_dir, filter="data")
     except (tarfile.TarError, OSError) as error:
         raise BuildError(f"{filename}: not a readable tar.gz archive ({error})") from None
@@ -77,6 +80,19 @@ def install_upload(code_dir: Path, upload: Path, filename: str) -> None:
         for child in children[0].iterdir():
             child.rename(code_dir / child.name)
         children[0].rmdir()
+
+
+def _refuse_oversized(archive: tarfile.TarFile, filename: str) -> None:
+    """Count members and unpacked bytes before writing anything, so a small archive cannot fill the disk."""
+    unpacked, members = 0, 0
+    for member in archive:
+        members += 1
+        unpacked += member.size
+        if members > MAX_UNPACKED_FILES or unpacked > MAX_UNPACKED_BYTES:
+            raise BuildError(
+                f"{filename}: unpacks to more than {MAX_UNPACKED_FILES} files or {MAX_UNPACKED_BYTES >> 20} MiB; "
+                "leave data sets, virtual environments and checkpoints out of the evaluator folder"
+            )
 
 
 def reset_dir(path: Path) -> None:
