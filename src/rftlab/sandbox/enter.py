@@ -240,25 +240,34 @@ def run_as_pid_one(spec: dict, command: list[str]) -> int:
             os._exit(EXIT_SETUP_FAILED)
         exec_confined(spec, command)
     os.close(alive_read)
+    parent = parent_handle(spec["parent_pid"])
 
     def end_child(signum: int, _frame: object) -> None:
         os.kill(child, signal.SIGKILL)  # PID 1 ignores other signals it has no handler for
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, end_child)
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except ChildProcessError:
-            return EXIT_SETUP_FAILED
-        except InterruptedError:
-            continue
+    watched = [os.pidfd_open(child)] if parent is None else [os.pidfd_open(child), parent]
+    if parent is None or parent in select.select(watched, [], [])[0]:
+        os.kill(child, signal.SIGKILL)  # whoever started us is gone: so is the command
+    _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     return os.waitstatus_to_exitcode(status)
+
+
+def parent_handle(parent_pid: int) -> int | None:
+    """A pidfd that turns readable when the process that started us ends; None if it has ended already.
+
+    Not PR_SET_PDEATHSIG: that fires when the parent's *thread* ends, and the evaluator pool starts workers
+    from short-lived threads."""
+    try:
+        handle = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        return None
+    return handle if os.getppid() == parent_pid else None
 
 
 def exec_confined(spec: dict, command: list[str]) -> None:

@@ -76,6 +76,7 @@ def start(
         "user_namespace": host.user_namespace,
         "net_namespace": host.net_namespace,
         "pid_namespace": host.pid_namespace,
+        "parent_pid": os.getpid(),
     }
     launcher = [sys.executable, "-I", "-S", str(ENTER_SCRIPT), json.dumps(spec), "--", *command]
     try:
