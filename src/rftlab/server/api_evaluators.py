@@ -100,6 +100,15 @@ def create_evaluator(account_id: AccountId, ctx: Ctx, body: JsonBody = None) -> 
     return _start_build(ctx, account_id, evaluator_id, unpack, snippets.entry_file, snippets.entry_func)
 
 
+# Before the generic GET of an evaluator, which would take `<id>:getBuildLogEndpoint` for an id.
+@account_router.get("/evaluators/{evaluator_id}:getBuildLogEndpoint")
+def build_log_endpoint(evaluator_id: str, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
+    with ctx.store.reading() as session:
+        get_resource(session, account_id, KIND, evaluator_id)
+    token = server_fernet(ctx.layout.root).encrypt(json.dumps([account_id, evaluator_id]).encode()).decode()
+    return {"buildLogSignedUri": f"{str(request.base_url).rstrip('/')}/v1/evaluatorBuildLogs/{token}"}
+
+
 add_list_get_delete(
     account_router,
     KIND,
@@ -137,14 +146,6 @@ def validate_evaluator_upload(evaluator_id: str, account_id: AccountId, ctx: Ctx
             staged.unlink(missing_ok=True)
 
     return _start_build(ctx, account_id, evaluator_id, unpack, None, None)
-
-
-@account_router.get("/evaluators/{evaluator_id}:getBuildLogEndpoint")
-def build_log_endpoint(evaluator_id: str, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.reading() as session:
-        get_resource(session, account_id, KIND, evaluator_id)
-    token = server_fernet(ctx.layout.root).encrypt(json.dumps([account_id, evaluator_id]).encode()).decode()
-    return {"buildLogSignedUri": f"{str(request.base_url).rstrip('/')}/v1/evaluatorBuildLogs/{token}"}
 
 
 @router.get("/v1/evaluatorBuildLogs/{token}", response_class=PlainTextResponse)
