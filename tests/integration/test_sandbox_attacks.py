@@ -75,6 +75,9 @@ HOSTILE = textwrap.dedent(
             os.write(3, b'{"ok": true, "result": {"score": "1", "reason": 5}}\\n')
             time.sleep(0.5)
             return 1.0
+        if what == "stall":  # answer at once through the pipe, then stop reading calls
+            os.write(3, b'{"ok": true, "result": {"score": 1.0, "reason": "", "is_score_valid": true, "metrics": {}}}\\n')
+            time.sleep(3600)
         if what == "forge-endless":
             os.write(3, b"x" * (3 << 20))
             time.sleep(0.5)
@@ -202,6 +205,15 @@ def test_a_forged_protocol_line_fails_that_call_only(server, forgery):
     with EvaluatorPool(server["code"], 1, 10) as pool:
         forged = call(pool, forgery)
         assert not forged.valid and "broke the answer protocol" in forged.error
+        assert call(pool, "well-behaved").value == 1.0
+
+
+def test_a_worker_that_stops_reading_its_calls_cannot_stall_the_pool(server):
+    with EvaluatorPool(server["code"], 1, 2) as pool:
+        assert call(pool, "stall").value == 1.0  # the forged answer; the worker now reads nothing
+        started = time.monotonic()
+        stuck = call(pool, "x" * (4 << 20))  # more than the pipe holds: the write cannot finish
+        assert "timed out after 2 s" in stuck.error and time.monotonic() - started < 10
         assert call(pool, "well-behaved").value == 1.0
 
 
