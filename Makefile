@@ -1,11 +1,11 @@
 # `make demo`: set up .venv and run the default job on the local backend, waiting for its result.
-# `make test`: set up .venv and run the test suite.
+# `make test`: set up .venv and run the fast test tier (no training); `make test-all` runs every tier.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test test-slow test-all lint bench
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,12 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/pytest -q -m slow
+
+test-all: test test-slow
 
 lint: setup
 	$(BIN)/ruff check --fix src tests bench scripts

@@ -83,7 +83,8 @@ def split(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
 
 
 def job_resource(args: argparse.Namespace) -> dict[str, Any]:
-    """The Fireworks job resource both sides' settings are read from (the engine reads it directly)."""
+    """The Fireworks job fields both sides' settings are read from (the engine's through the local backend's
+    defaults: `settings_for`)."""
     return {
         "trainingConfig": {
             "epochs": 1,
@@ -111,14 +112,15 @@ def job_resource(args: argparse.Namespace) -> dict[str, Any]:
 def held_out_reward(model, tokenizer, rows: list[dict], args: argparse.Namespace) -> dict[str, float]:
     """The engine's own eval measurement (sampled with a fixed seed, and greedy) for any PEFT model."""
     from rftlab.engine.evaluator import EvaluatorPool
-    from rftlab.engine.job import Policy, measure_evals
+    from rftlab.engine.job import Prompts, measure_evals
     from rftlab.engine.rollout import HFSampler
-    from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, job_settings
+    from rftlab.engine.settings import EVALUATOR_TIMEOUT_S
+    from rftlab.server.job_spec import settings_for
 
-    settings = job_settings(job_resource(args))
+    settings = settings_for(job_resource(args))
     with EvaluatorPool(EXACT_MATCH, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool:
-        policy = Policy(HFSampler(model, tokenizer), tokenizer, pool)
-        evals = measure_evals(policy, rows, settings, args.seed)
+        sampler = HFSampler(model, tokenizer)
+        evals, _ = measure_evals(sampler, Prompts(tokenizer), pool, rows, settings, args.seed)
     return {"sampled": evals["eval_reward"], "greedy": evals["eval_reward_greedy"]}
 
 
@@ -140,18 +142,19 @@ class StepLogWithChildren(StepLog):
 def run_rftlab(args: argparse.Namespace) -> dict[str, Any]:
     from peft import PeftModel
 
+    from rftlab.engine.adapter import attach_adapter
     from rftlab.engine.api import JobInputs
     from rftlab.engine.job import run_job
     from rftlab.engine.models import choose_placement, load_base_model
     from rftlab.engine.rollout import render_prompt
-    from rftlab.engine.trainer import attach_adapter
+    from rftlab.server.job_spec import settings_for
 
     train, held_out = split(args)
     base, tokenizer = load_base_model(MODEL, choose_placement())
     before = held_out_reward(attach_adapter(base, args.lora_rank, None), tokenizer, held_out, args)
     with tempfile.TemporaryDirectory(prefix="bench-rftlab-") as folder:
         inputs = JobInputs(
-            job=job_resource(args),
+            settings=settings_for(job_resource(args)),
             train_rows=train,
             eval_rows=None,
             evaluator=EXACT_MATCH,
@@ -198,8 +201,8 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from rftlab.engine.adapter import attach_adapter
     from rftlab.engine.models import resolve_model_source
-    from rftlab.engine.trainer import attach_adapter
 
     pin_threads(args.trl_threads)
     sys.path.insert(0, str(EXACT_MATCH.root))

@@ -24,6 +24,7 @@ from pathlib import Path
 from _common import ARITHMETIC_DIR, StepLog, arithmetic_rows, print_machine
 from rftlab.engine.api import EvaluatorCode, JobInputs
 from rftlab.engine.job import run_job
+from rftlab.server.job_spec import settings_for
 
 DELAY_S = 0.1
 PROMPTS, K = 8, 8
@@ -52,7 +53,7 @@ def run(evaluator: EvaluatorCode, rows: list[dict], folder: Path) -> list[dict[s
         "evalAutoCarveout": False,
     }
     inputs = JobInputs(
-        job=job,
+        settings=settings_for(job),
         train_rows=rows,
         eval_rows=None,
         evaluator=evaluator,

@@ -36,7 +36,7 @@ RFTLAB = "from rftlab.cli import main; raise SystemExit(main())"
 # A plain Hydra app: the same conf/ and resolvers, a task that does nothing, Hydra's standard sweeper and outputs.
 HYDRA_NOOP = """
 import hydra
-from rftlab.hydra_app import register
+from rftlab.launch.compose import register
 from rftlab.paths import conf_dir
 
 register()

@@ -31,9 +31,10 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from _common import BENCH_THREADS, pin_threads, print_machine
+from rftlab.engine.adapter import attach_adapter
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences
 from rftlab.engine.settings import TrainingSettings
-from rftlab.engine.trainer import Trainer, attach_adapter
+from rftlab.engine.trainer import Trainer
 
 SMOLLM2_135M_SHAPE = Qwen2Config(
     vocab_size=49152,

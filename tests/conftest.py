@@ -40,7 +40,7 @@ def compose_config():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rftlab.hydra_app import register
+    from rftlab.launch.compose import register
     from rftlab.paths import conf_dir
 
     def _compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:

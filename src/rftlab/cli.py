@@ -37,9 +37,14 @@ status.jsonl, meta.json; metrics.json once followed); a launch or sweep is ./out
 
 
 def launch(argv: list[str]) -> int:
-    from rftlab import launch
-    from rftlab.hydra_app import compose
+    from rftlab.launch import run as launch
+    from rftlab.launch import typos
+    from rftlab.launch.compose import compose
 
+    mistyped = typos.check(argv)
+    if mistyped:
+        print(mistyped, file=sys.stderr)
+        return 2
     try:
         composed = compose(argv)
     except SystemExit as stop:  # Hydra's own errors (unknown group option, bad override) exit 1
@@ -96,12 +101,12 @@ def chat(argv: list[str]) -> int:
 # verb -> "module:function(argv) -> int"; imported on use so that `rftlab launch` stays light
 COMMANDS: dict[str, str] = {
     "launch": "rftlab.cli:launch",
-    "relaunch": "rftlab.verbs:relaunch",
-    "status": "rftlab.verbs:status",
-    "wait": "rftlab.verbs:wait",
-    "cancel": "rftlab.verbs:cancel",
-    "runs": "rftlab.verbs:runs",
-    "compare": "rftlab.compare:main",
+    "relaunch": "rftlab.runs.verbs:relaunch",
+    "status": "rftlab.runs.verbs:status",
+    "wait": "rftlab.runs.verbs:wait",
+    "cancel": "rftlab.runs.verbs:cancel",
+    "runs": "rftlab.runs.verbs:runs",
+    "compare": "rftlab.runs.compare:main",
     "serve": "rftlab.server.serve:main",
     "chat": "rftlab.cli:chat",
 }

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from rftlab import cli
-from rftlab.auth import read_auth_ini
+from rftlab.fireworks.credentials import read_auth_ini
 from rftlab.paths import ASSETS_DIR
 
 ARITHMETIC_ROWS = ASSETS_DIR / "arithmetic" / "train.jsonl"

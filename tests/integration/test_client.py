@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from rftlab.client import ApiError, ConflictError, FireworksClient, NotFoundError
+from rftlab.fireworks.client import ApiError, ConflictError, FireworksClient, NotFoundError
 
 
 class ScriptedServer:

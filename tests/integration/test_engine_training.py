@@ -18,6 +18,7 @@ from rftlab.engine.api import EvaluatorCode, JobFailed, JobInputs
 from rftlab.engine.chat import chat
 from rftlab.engine.job import run_job
 from rftlab.paths import ASSETS_DIR
+from rftlab.server.job_spec import settings_for
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ class Recorder:
 
 def inputs(tmp_path, job=JOB, rows=TRAIN_ROWS, evaluator=EXACT_MATCH, seed=0, warm_start=None, name="job"):
     return JobInputs(
-        job=job,
+        settings=settings_for(job),
         train_rows=rows,
         eval_rows=None,
         evaluator=evaluator,

@@ -10,7 +10,7 @@ import pytest
 from server_harness import LocalServer, project_folder, wait_for
 
 from rftlab import cli
-from rftlab.records import TERMINAL_STATES, find_runs
+from rftlab.runs.records import TERMINAL_STATES, find_runs
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import httpx
 from server_harness import LocalServer, free_port, wait_for
 
-from rftlab.auth import read_auth_ini
+from rftlab.fireworks.credentials import read_auth_ini
 from rftlab.paths import state_dir
 from rftlab.server.daemon import ensure_local_server, is_healthy
 from rftlab.server.serve import main as serve_main

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from server_harness import LocalServer, project_folder
 
-from rftlab import cli, compare
-from rftlab.records import TERMINAL_STATES, find_runs
-from rftlab.wandb_link import LINK_FILE
+from rftlab import cli
+from rftlab.runs import compare
+from rftlab.runs.records import TERMINAL_STATES, find_runs
+from rftlab.runs.wandb_link import LINK_FILE
 from wandb_files import history, run_settings, summary
 
 pytestmark = pytest.mark.slow

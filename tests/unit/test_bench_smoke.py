@@ -15,11 +15,13 @@ import engine_vs_trl
 import evaluator_overlap
 import update_efficiency
 from _common import ARITHMETIC_DIR, machine
+from rftlab.engine.adapter import attach_adapter
 from rftlab.engine.api import EvaluatorCode
 from rftlab.engine.evaluator import EvaluatorPool
 from rftlab.engine.packing import build_microbatch, pack_sequences
-from rftlab.engine.settings import TrainingSettings, job_settings
-from rftlab.engine.trainer import Trainer, attach_adapter
+from rftlab.engine.settings import TrainingSettings
+from rftlab.engine.trainer import Trainer
+from rftlab.server.job_spec import settings_for
 
 
 def test_both_sides_of_the_comparison_get_the_same_rows_and_settings():
@@ -29,7 +31,7 @@ def test_both_sides_of_the_comparison_get_the_same_rows_and_settings():
     assert not {row["messages"][0]["content"] for row in train} & {
         row["messages"][0]["content"] for row in held_out
     }
-    settings = job_settings(engine_vs_trl.job_resource(args))
+    settings = settings_for(engine_vs_trl.job_resource(args))
     assert settings.candidates == 6 and settings.chunk_size == 4
     assert settings.training.loss_method == "dapo" and settings.training.kl_beta == 0.0
     assert (

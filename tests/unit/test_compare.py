@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rftlab import compare
-from rftlab.overrides import run_labels
-from rftlab.records import RunRecord, find_runs, write_invalid_point
+from rftlab.runs import compare
+from rftlab.runs.overrides import run_labels
+from rftlab.runs.records import RunRecord, find_runs, write_invalid_point
 
 
 def record_run(

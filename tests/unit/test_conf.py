@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 
 from rftlab import cli
+from rftlab.launch.plan import build_plan
+from rftlab.launch.spec import RunSpec
 from rftlab.paths import conf_dir, sweeps_dir
-from rftlab.plan import build_plan
-from rftlab.spec import RunSpec
 
 GROUPS = ["backend", "model", "dataset", "evaluator", "sampling", "training", "wandb"]
 # options that need a value only the user can give, and what a user would pass
 NEEDS = {
     ("model", "warm_start"): ["model.warm_start_from=accounts/me/models/earlier-run"],
+    ("model", "custom"): ["model.base_model=/models/my-chat-model"],
     ("wandb", "on"): ["wandb.entity=my-team"],
     ("backend", "fireworks"): ["backend.account_id=my-account"],
 }
@@ -84,7 +85,7 @@ def test_relative_user_paths_resolve_against_the_launch_directory(tmp_path, comp
 def test_launches_in_the_same_microsecond_get_their_own_folders(tmp_path, monkeypatch):
     from datetime import datetime
 
-    from rftlab import hydra_app
+    from rftlab.runs import records
 
     frozen = datetime(2026, 1, 2, 3, 4, 5, 678901)
 
@@ -93,12 +94,8 @@ def test_launches_in_the_same_microsecond_get_their_own_folders(tmp_path, monkey
         def now(cls, tz=None):
             return frozen
 
-    monkeypatch.setattr(hydra_app, "datetime", FrozenClock)
-    folders = []
-    for _ in range(3):
-        hydra_app.new_launch()
-        folders.append(hydra_app.claim_launch_dir(str(tmp_path / "outputs")))
-        assert hydra_app.claim_launch_dir(str(tmp_path / "outputs")) == folders[-1]  # stable within a launch
+    monkeypatch.setattr(records, "datetime", FrozenClock)
+    folders = [records.new_launch_dir(tmp_path / "outputs") for _ in range(3)]
     assert [Path(f).name for f in folders] == ["03-04-05-678901", "03-04-05-678901-2", "03-04-05-678901-3"]
     assert all(Path(f).is_dir() for f in folders)
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
+from rftlab.engine.adapter import attach_adapter
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack, pack_sequences
 from rftlab.engine.rollout import HFSampler, render_prompt
 from rftlab.engine.settings import SamplingParams, TrainingSettings
-from rftlab.engine.trainer import Trainer, attach_adapter
+from rftlab.engine.trainer import Trainer
 from rftlab.paths import ASSETS_DIR
 
 TOOLS_TEMPLATE = (

@@ -16,11 +16,11 @@ import torch
 from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 
+from rftlab.engine.adapter import attach_adapter
 from rftlab.engine.api import JobFailed
 from rftlab.engine.models import choose_placement, load_base_model, resolve_model_source
 from rftlab.engine.rollout import HFSampler, render_prompt
 from rftlab.engine.settings import SamplingParams
-from rftlab.engine.trainer import attach_adapter
 from rftlab.engine.vllm_sampler import (
     GPU_MEMORY_UTILIZATION,
     SAMPLER_ENV,

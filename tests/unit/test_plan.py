@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rftlab.plan import build_plan
+from rftlab.launch.plan import build_plan
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = {

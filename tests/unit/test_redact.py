@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rftlab import cli
-from rftlab.redact import REDACTED, redact, redact_text, register_secret
+from rftlab.fireworks.redact import REDACTED, redact, redact_text, register_secret
 
 
 def test_secret_keys_and_known_values_are_masked(marker_secrets):

@@ -35,7 +35,7 @@ def test_defaults_fill_every_unset_knob():
     assert (job["trainingConfig"]["epochs"], job["trainingConfig"]["learningRate"]) == (1, 1e-4)
     assert (job["trainingConfig"]["loraRank"], job["trainingConfig"]["batchSize"]) == (8, 32768)
     assert job["lossConfig"] == {"method": "GRPO", "klBeta": 0.001}
-    assert (job["chunkSize"], job["evalAutoCarveout"]) == (200, False)
+    assert (job["chunkSize"], job["evalAutoCarveout"]) == (200, True)
 
 
 def test_legacy_names_fold_into_the_current_ones():

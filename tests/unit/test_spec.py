@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rftlab import cli
-from rftlab.plan import build_plan
-from rftlab.spec import SpecError
+from rftlab.launch.plan import build_plan
+from rftlab.launch.spec import SpecError
 
 # (overrides, fragments every one of which the error must contain)
 RULES = {
@@ -40,24 +40,24 @@ RULES = {
         ["wandb=offline", "backend=fireworks", "backend.account_id=a"],
         ["wandb=offline works with backend=local only"],
     ),
-    "epochs >= 1": (["training.epochs=0"], ["training.epochs=0", "greater than or equal to 1"]),
-    "learning rate > 0": (["training.learning_rate=0"], ["training.learning_rate=0", "greater than 0"]),
+    "epochs >= 1": (["training.epochs=0"], ["training.epochs=0", "must be at least 1"]),
+    "learning rate > 0": (["training.learning_rate=0"], ["training.learning_rate=0", "must be above 0"]),
     "lora rank power of two": (["training.lora_rank=12"], ["training.lora_rank=12", "power of two"]),
     "candidates >= 2": (
         ["sampling.response_candidates_count=1"],
-        ["sampling.response_candidates_count=1", "greater than or equal to 2"],
+        ["sampling.response_candidates_count=1", "must be at least 2"],
     ),
-    "temperature > 0": (["sampling.temperature=0"], ["sampling.temperature=0", "greater than 0"]),
-    "top_p > 0": (["sampling.top_p=0"], ["sampling.top_p=0", "greater than 0"]),
-    "top_p <= 1": (["sampling.top_p=1.5"], ["sampling.top_p=1.5", "less than or equal to 1"]),
-    "top_k >= 0": (["sampling.top_k=-1"], ["sampling.top_k=-1", "greater than or equal to 0"]),
+    "temperature > 0": (["sampling.temperature=0"], ["sampling.temperature=0", "must be above 0"]),
+    "top_p > 0": (["sampling.top_p=0"], ["sampling.top_p=0", "must be above 0"]),
+    "top_p <= 1": (["sampling.top_p=1.5"], ["sampling.top_p=1.5", "must be at most 1"]),
+    "top_k >= 0": (["sampling.top_k=-1"], ["sampling.top_k=-1", "must be at least 0"]),
     "extra_body not an object": (["sampling.extra_body='[1, 2]'"], ["sampling.extra_body", "JSON object"]),
     "extra_body not JSON": (["sampling.extra_body='{stop'"], ["sampling.extra_body", "JSON object"]),
     "kl_beta only with grpo": (
         ["training.loss_method=dapo"],
         ["training:", "kl_beta=0.001 with loss_method=dapo", "training.kl_beta=0"],
     ),
-    "kl_beta >= 0": (["training.kl_beta=-0.1"], ["training.kl_beta=-0.1", "greater than or equal to 0"]),
+    "kl_beta >= 0": (["training.kl_beta=-0.1"], ["training.kl_beta=-0.1", "must be at least 0"]),
     "loss method": (
         ["training.loss_method=ppo"],
         ['training.loss_method="ppo"', "'grpo', 'dapo' or 'gspo-token'"],

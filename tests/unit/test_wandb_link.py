@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rftlab import cli, wandb_link
-from rftlab.plan import build_plan
-from rftlab.records import RunRecord
+from rftlab import cli
+from rftlab.launch.plan import build_plan
+from rftlab.runs import wandb_link
+from rftlab.runs.records import RunRecord
 from rftlab.server.api_common import parse_body
 from rftlab.server.errors import ApiError
 from rftlab.server.schemas import JobRequest

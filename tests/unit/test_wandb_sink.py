@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from rftlab.engine.api import EvaluatorCode, JobInputs, JobOutcome
+from rftlab.engine.api import JobOutcome
+from rftlab.fireworks.contract import COMPLETED
 from rftlab.server import wandb_sink
 from rftlab.server.api_jobs import render
 from rftlab.server.store import Job, JobMetric, Store
@@ -45,23 +45,6 @@ def running_job(store: Store, wandb_config: dict | None) -> Job:
         return session.get(Job, seq)
 
 
-def inputs_for(job: Job, tmp_path: Path) -> JobInputs:
-    """What the worker hands the engine: the job with its W&B key put back."""
-    spec = {**job.spec}
-    if "wandbConfig" in spec:
-        spec["wandbConfig"] = {**spec["wandbConfig"], "apiKey": WANDB_KEY}
-    return JobInputs(
-        job=spec,
-        train_rows=[],
-        eval_rows=None,
-        evaluator=EvaluatorCode(tmp_path, "exact_match.py", "evaluate"),
-        base_model="tiny-arith",
-        warm_start_adapter=None,
-        checkpoint_dir=tmp_path / "job" / "checkpoints",
-        output_dir=tmp_path / "model",
-    )
-
-
 def steps(count: int) -> list[dict[str, float]]:
     return [{"step": s, "epoch": 0, "reward_mean": 0.1 * s, "loss": -0.01 * s} for s in range(1, count + 1)]
 
@@ -76,12 +59,10 @@ def test_every_step_reaches_the_offline_run_and_the_store(store, tmp_path):
     config |= {"tags": ["training.lora_rank=8"], "config": {"training.lora_rank": 8}}
     job = running_job(store, config)
     job_dir = tmp_path / "job"
-    with wandb_sink.reporting(
-        store, job, inputs_for(job, tmp_path), StoreReporter(store, job.seq), job_dir
-    ) as tracked:
+    with wandb_sink.reporting(store, job, StoreReporter(store, job.seq), job_dir) as tracked:
         for metrics in steps(3):
             tracked.step(metrics)
-        tracked.finish(JobOutcome("JOB_STATE_COMPLETED", "", {"reward_last": 0.3, "steps": 3}))
+        tracked.finish(JobOutcome(COMPLETED, "", {"reward_last": 0.3, "steps": 3}))
 
     url = stored_job(store, job.seq).spec["wandbConfig"]["url"]
     (folder,) = (job_dir / "wandb").glob("offline-run-*-job-w")
@@ -108,9 +89,7 @@ def test_every_step_reaches_the_offline_run_and_the_store(store, tmp_path):
 def test_a_job_without_wandb_writes_no_run(store, tmp_path):
     job = running_job(store, None)
     job_dir = tmp_path / "job"
-    with wandb_sink.reporting(
-        store, job, inputs_for(job, tmp_path), StoreReporter(store, job.seq), job_dir
-    ) as tracked:
+    with wandb_sink.reporting(store, job, StoreReporter(store, job.seq), job_dir) as tracked:
         tracked.step(steps(1)[0])
     assert tracked.run is None and not (job_dir / "wandb").exists()
     assert "wandbConfig" not in stored_job(store, job.seq).spec
@@ -120,9 +99,7 @@ def test_a_run_that_cannot_start_costs_the_run_not_the_training(store, tmp_path,
     job = running_job(store, {"enabled": True, "project": "p", "mode": "offline"})
     job_dir = tmp_path / "job"
     job_dir.write_text("a file where the run folder would go")
-    with wandb_sink.reporting(
-        store, job, inputs_for(job, tmp_path), StoreReporter(store, job.seq), job_dir
-    ) as tracked:
+    with wandb_sink.reporting(store, job, StoreReporter(store, job.seq), job_dir) as tracked:
         tracked.step(steps(1)[0])
     assert tracked.run is None and "W&B run not started" in capfd.readouterr().err
     with store.session() as session:

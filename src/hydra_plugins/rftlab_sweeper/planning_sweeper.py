@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 
+from rftlab.launch.compose import basic_sweeper
 
-class PlanningSweeper(BasicSweeper):
+
+class PlanningSweeper(basic_sweeper.BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         return None
 

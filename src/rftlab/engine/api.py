@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
+
+from rftlab.engine.settings import JobSettings
+from rftlab.fireworks.contract import CANCELLED, COMPLETED, EARLY_STOPPED
 
 
 @dataclass(frozen=True)
@@ -23,9 +26,7 @@ class EvaluatorCode:
 
 @dataclass(frozen=True)
 class JobInputs:
-    job: dict[str, Any]
-    """The job resource as the server stores it: Fireworks camelCase, server defaults applied
-    (`trainingConfig`, `inferenceParameters`, `lossConfig`, `chunkSize`, `evalAutoCarveout`, `wandbConfig`...)."""
+    settings: JobSettings
     train_rows: list[dict[str, Any]]
     eval_rows: list[dict[str, Any]] | None
     """Rows of `evaluationDataset`; None means carve out of train_rows when `evalAutoCarveout` is set."""
@@ -40,9 +41,13 @@ class JobInputs:
     seed: int = 0
 
 
+OUTCOME_STATES = (COMPLETED, EARLY_STOPPED, CANCELLED)
+
+
 @dataclass
 class JobOutcome:
-    state: Literal["JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED", "JOB_STATE_CANCELLED"]
+    state: str
+    """One of OUTCOME_STATES."""
     """CANCELLED when `Reporter.should_stop()` turned true: the last checkpoint holds everything done so far."""
     message: str = ""
     final_metrics: dict[str, float] = field(default_factory=dict)
@@ -55,6 +60,10 @@ class Reporter(Protocol):
 
     def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
         """Coarse progress for `jobProgress`."""
+
+    def rollouts(self, kind: str, step: int, rollouts: list[dict[str, Any]]) -> None:
+        """The rollouts of a step (`kind` "train"), or of an eval pass after `step` steps (`kind` "eval"), each
+        as `Rollout.record()` gives it."""
 
     def should_stop(self) -> bool:
         """True once the job was cancelled: the engine stops within one step, after checkpointing."""

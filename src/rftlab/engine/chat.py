@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peft import PeftConfig, PeftModel
+from peft import PeftConfig
 
-from rftlab.engine.models import choose_placement, load_base_model, peft_deprecation_silenced
+from rftlab.engine.adapter import load_adapter
+from rftlab.engine.models import choose_placement, load_base_model
 from rftlab.engine.rollout import HFSampler, render_prompt
 from rftlab.engine.settings import SamplingParams
 
@@ -26,8 +27,7 @@ def chat(
         base_model = PeftConfig.from_pretrained(adapter).base_model_name_or_path
     model, tokenizer = load_base_model(base_model, choose_placement())
     if adapter is not None:
-        with peft_deprecation_silenced():
-            model = PeftModel.from_pretrained(model, adapter)
+        model = load_adapter(model, adapter)
     prompt_ids = render_prompt(tokenizer, {"messages": [{"role": "user", "content": prompt}]})
     params = SamplingParams(temperature, 1.0, 0, max_new_tokens)
     [[completion]] = HFSampler(model, tokenizer).generate([prompt_ids], params)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
-from peft.utils import SAFETENSORS_WEIGHTS_NAME
-from safetensors.torch import load_file, save_file
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file
 
+from rftlab.engine.adapter import save_adapter
 from rftlab.engine.trainer import Trainer
 
 MARKER = "COMPLETE"
@@ -30,18 +30,6 @@ def _complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     if not checkpoint_dir.is_dir():
         return []
     return sorted(path for path in checkpoint_dir.glob("step-*") if (path / MARKER).exists())
-
-
-def save_adapter(model: PeftModel, folder: Path) -> None:
-    """The adapter in PEFT format (adapter_config.json, adapter_model.safetensors), as `save_pretrained` writes
-    it minus the model card, which it renders from a template on every call: a large share of a small model's
-    step when done after each one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.peft_config[model.active_adapter].save_pretrained(folder)
-    # save_embedding_layers=False: the adapter never resizes the vocabulary, and "auto" reads the base model's
-    # config from disk on every call to find out
-    state_dict = get_peft_model_state_dict(model, save_embedding_layers=False)
-    save_file(state_dict, folder / SAFETENSORS_WEIGHTS_NAME, metadata={"format": "pt"})
 
 
 def save_checkpoint(

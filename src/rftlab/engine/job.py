@@ -1,32 +1,36 @@
 """`run_job`: one RFT job, from rows and an evaluator to a trained LoRA adapter.
 
-For each epoch, the training rows are shuffled (seeded) and cut into chunks of `chunkSize` rows. Each chunk is
-one rollout round: K completions per row, scored by the evaluator while generation goes on, turned into
-group-relative advantages, packed and trained on. A checkpoint follows every chunk's update. The eval reward
-(mean score over the eval rows, greedy and at the job's temperature) is measured before training and after
-each epoch.
+For each epoch, the training rows are shuffled (seeded) and cut into chunks of `chunk_size` rows. Each chunk is
+one rollout round, read top to bottom in `run_job`: sample K rollouts per row, score them with the evaluator
+(while sampling goes on), turn the scores into group-relative advantages, pack the rollouts into micro-batches
+and update the adapter. A checkpoint follows every chunk. The eval reward (mean score over the eval rows, at the
+job's temperature and greedy) is measured before training and after each epoch.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rftlab.engine.adapter import attach_adapter
 from rftlab.engine.algo import group_advantages
 from rftlab.engine.api import JobFailed, JobInputs, JobOutcome, Reporter
 from rftlab.engine.checkpoint import restore_checkpoint, save_checkpoint
 from rftlab.engine.data import Row, check_rows, chunk_rows, epoch_chunks, split_rows
-from rftlab.engine.evaluator import EvaluatorPool, Score
+from rftlab.engine.evaluator import EvaluatorPool
 from rftlab.engine.models import choose_placement, load_base_model
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences, truncate
-from rftlab.engine.rollout import Completion, Sampler, render_prompt
-from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, JobSettings, SamplingParams, job_settings
-from rftlab.engine.trainer import Trainer, attach_adapter
+from rftlab.engine.rollout import Rollout, Sampler, render_prompt
+from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, JobSettings, SamplingParams
+from rftlab.engine.trainer import StepStats, Trainer
 from rftlab.engine.vllm_sampler import choose_sampler
+from rftlab.fireworks.contract import CANCELLED, COMPLETED, EARLY_STOPPED
 
 EVAL_SEED_OFFSET = 1_000_003
 
@@ -48,149 +52,144 @@ class Progress:
 
 
 @dataclass
-class Rollouts:
-    completions: list[Completion]
-    scores: list[Score]
-    gen_seconds: float
-    eval_seconds: float
+class Timing:
+    sample_seconds: float = 0.0
+    score_wait_seconds: float = 0.0
+    """Waiting for scores once sampling had ended (scoring overlaps sampling)."""
 
 
-class Policy:
-    """The model, its tokenizer and the evaluator pool: rollouts and eval rewards for any rows."""
+class Prompts:
+    """Each row's chat-templated prompt, tokenized once per job."""
 
-    def __init__(self, sampler: Sampler, tokenizer: PreTrainedTokenizerBase, pool: EvaluatorPool):
-        self.sampler, self.tokenizer, self.pool = sampler, tokenizer, pool
-        self._prompts: dict[int, list[int]] = {}
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        self.tokenizer = tokenizer
+        self._ids: dict[int, list[int]] = {}
 
-    def prompt(self, row: Row) -> list[int]:
-        key = id(row)
-        if key not in self._prompts:
-            self._prompts[key] = render_prompt(self.tokenizer, row)
-        return self._prompts[key]
-
-    def roll_out(self, rows: list[Row], candidates: int, params: SamplingParams) -> Rollouts:
-        """`candidates` completions per row (row i's are at i*K ... i*K+K-1), each scored by the evaluator."""
-        prompts = [self.prompt(row) for row in rows for _ in range(candidates)]
-        started = time.perf_counter()
-        completions, futures = [], []
-        for batch in self.sampler.generate(prompts, params):
-            for completion in batch:
-                row = rows[completion.prompt_index // candidates]
-                messages = [*row["messages"], {"role": "assistant", "content": completion.text}]
-                fields = {key: value for key, value in row.items() if key not in ("messages", "ground_truth")}
-                completions.append(completion)
-                futures.append(self.pool.submit(messages, row.get("ground_truth"), fields))
-        generated = time.perf_counter()
-        scores = [future.result() for future in futures]
-        return Rollouts(completions, scores, generated - started, time.perf_counter() - generated)
-
-    def eval_reward(self, rows: list[Row], params: SamplingParams, seed: int) -> float:
-        """Mean valid score, one completion per row; sampling noise comes from a fixed seed, apart from the
-        training RNG, so every measurement of a job draws the same way."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            rollouts = self.roll_out(rows, 1, params)
-        check_invalid_share(rollouts.scores, "eval rows")
-        valid = [score.value for score in rollouts.scores if score.valid]
-        return sum(valid) / len(valid)
+    def ids(self, row: Row) -> list[int]:
+        if id(row) not in self._ids:
+            self._ids[id(row)] = render_prompt(self.tokenizer, row)
+        return self._ids[id(row)]
 
 
-def check_invalid_share(scores: list[Score], what: str) -> int:
-    invalid = [score for score in scores if not score.valid]
-    if len(invalid) * 2 > len(scores):
+def sample(
+    sampler: Sampler, prompts: Prompts, rows: list[Row], candidates: int, params: SamplingParams
+) -> Iterator[list[Rollout]]:
+    """`candidates` rollouts per row, batch by batch as the sampler finishes them."""
+    prompt_ids = [prompts.ids(row) for row in rows for _ in range(candidates)]
+    for batch in sampler.generate(prompt_ids, params):
+        yield [
+            Rollout.single_turn(c, rows[c.prompt_index // candidates], *divmod(c.prompt_index, candidates))
+            for c in batch
+        ]
+
+
+def score(
+    pool: EvaluatorPool, batches: Iterator[list[Rollout]], rows: list[Row]
+) -> tuple[list[Rollout], Timing]:
+    """Every rollout of `batches` scored; each batch goes to the evaluator as soon as it is sampled."""
+    started = time.perf_counter()
+    rollouts, futures = [], []
+    for batch in batches:
+        for rollout in batch:
+            row = rows[rollout.row_index]
+            fields = {key: value for key, value in row.items() if key not in ("messages", "ground_truth")}
+            rollouts.append(rollout)
+            futures.append(pool.submit(rollout.messages, row.get("ground_truth"), fields))
+    sampled = time.perf_counter()
+    for rollout, future in zip(rollouts, futures, strict=True):
+        rollout.score = future.result()
+    return rollouts, Timing(sampled - started, time.perf_counter() - sampled)
+
+
+def check_invalid_share(rollouts: list[Rollout], what: str) -> int:
+    invalid = [rollout.score for rollout in rollouts if not rollout.score.valid]
+    if len(invalid) * 2 > len(rollouts):
         raise JobFailed(
-            f"the evaluator failed on most rollouts of the {what} ({len(invalid)} of {len(scores)}): {invalid[0].error}"
+            f"the evaluator failed on most rollouts of the {what} ({len(invalid)} of {len(rollouts)}): "
+            f"{invalid[0].error}"
         )
     return len(invalid)
 
 
-def measure_evals(policy: Policy, rows: list[Row], settings: JobSettings, seed: int) -> dict[str, float]:
-    started = time.perf_counter()
-    sampled = policy.eval_reward(rows, settings.sampling, seed + EVAL_SEED_OFFSET)
-    greedy = policy.eval_reward(rows, settings.sampling.as_greedy(), seed + EVAL_SEED_OFFSET)
-    return {
-        "eval_reward": sampled,
-        "eval_reward_greedy": greedy,
-        "eval_reward_seconds": time.perf_counter() - started,
-    }
+def assign_advantages(rollouts: list[Rollout], candidates: int) -> int:
+    """Set each rollout's group-relative advantage; the number of groups dropped for carrying no signal."""
+    groups = [rollouts[start : start + candidates] for start in range(0, len(rollouts), candidates)]
+    advantages, dropped = group_advantages([[r.score.value for r in group] for group in groups])
+    for group, group_advantage in zip(groups, advantages, strict=True):
+        for rollout, advantage in zip(group, group_advantage, strict=True):
+            rollout.advantage = advantage
+    return dropped
 
 
-def training_sequences(
-    rollouts: Rollouts, candidates: int, max_tokens: int
-) -> tuple[list[TrainSequence], int, int, int]:
-    """(sequences to train on, usable groups, dropped groups, truncated sequences)."""
-    rewards = [score.value for score in rollouts.scores]
-    grouped = [rewards[start : start + candidates] for start in range(0, len(rewards), candidates)]
-    advantages, dropped = group_advantages(grouped)
+def training_sequences(rollouts: list[Rollout], max_tokens: int) -> tuple[list[TrainSequence], int]:
+    """What the update trains on (rollouts with an advantage, cut to `max_tokens`), and how many were cut."""
     sequences, truncated = [], 0
-    for completion, advantage in zip(
-        rollouts.completions, (a for group in advantages for a in group), strict=True
-    ):
-        if advantage is None:
+    for rollout in rollouts:
+        if rollout.advantage is None:
             continue
         sequence = TrainSequence(
-            completion.prompt_ids + completion.completion_ids,
-            len(completion.prompt_ids),
-            completion.logprobs,
-            advantage,
+            rollout.prompt_ids + rollout.completion_ids,
+            len(rollout.prompt_ids),
+            rollout.logprobs,
+            rollout.advantage,
         )
         cut, was_cut = truncate(sequence, max_tokens)
         truncated += was_cut
         if cut is not None:
             sequences.append(cut)
-    return sequences, len(grouped) - dropped, dropped, truncated
+    return sequences, truncated
 
 
-def run_chunk(
-    policy: Policy, trainer: Trainer, rows: list[Row], settings: JobSettings, pad_id: int
-) -> list[dict]:
-    """One rollout round and the optimizer step(s) it feeds; the metrics of each step (none without signal)."""
-    started = time.perf_counter()
-    rollouts = policy.roll_out(rows, settings.candidates, settings.sampling)
-    invalid = check_invalid_share(rollouts.scores, "chunk")
-    max_tokens = min(settings.training.max_context_length, settings.training.batch_tokens)
-    sequences, usable, dropped, truncated = training_sequences(rollouts, settings.candidates, max_tokens)
-    valid_rewards = torch.tensor([s.value for s in rollouts.scores if s.valid])
-    update_started = time.perf_counter()
-    batches = pack_sequences(sequences, settings.training.batch_tokens)
-    steps = trainer.train([build_microbatch(sequences, rows_, pad_id) for rows_ in batches])
-    update_seconds = time.perf_counter() - update_started
-    chunk_metrics = {
-        "reward_mean": float(valid_rewards.mean()) if len(valid_rewards) else 0.0,
-        "reward_std": float(valid_rewards.std()) if len(valid_rewards) > 1 else 0.0,
-        "groups_dropped_frac": dropped / (usable + dropped),
-        "usable_groups": usable,
-        "invalid_rollouts": invalid,
-        "tokens_generated": sum(len(c.completion_ids) for c in rollouts.completions),
+def round_metrics(
+    rollouts: list[Rollout], sequences: list[TrainSequence], dropped: int, **extra: Any
+) -> dict:
+    """The metrics every step of one rollout round shares."""
+    rewards = torch.tensor([r.score.value for r in rollouts if r.score.valid])
+    groups = len({r.row_index for r in rollouts})
+    return {
+        "reward_mean": float(rewards.mean()) if len(rewards) else 0.0,
+        "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+        "groups_dropped_frac": dropped / groups,
+        "usable_groups": groups - dropped,
+        "invalid_rollouts": sum(not r.score.valid for r in rollouts),
+        "tokens_generated": sum(len(r.completion_ids) for r in rollouts),
         "tokens_trained": sum(len(s.tokens) for s in sequences),
-        "truncated_sequences": truncated,
-        "gen_seconds": rollouts.gen_seconds,
-        "eval_seconds": rollouts.eval_seconds,
-        "update_seconds": update_seconds,
-        "step_seconds": time.perf_counter() - started,
+        **extra,
     }
-    # A chunk whose groups all had equal rewards updates nothing; it still counts as a step (loss 0,
-    # groups_dropped_frac 1), so the reward series covers every rollout round.
-    no_update = {
-        "loss": 0.0,
-        "kl": 0.0,
-        "clip_fraction": 0.0,
-        "entropy": 0.0,
-        "grad_norm": 0.0,
-        "learning_rate": 0.0,
-    }
-    updates = [
-        {
-            "loss": stats.loss,
-            "kl": stats.kl,
-            "clip_fraction": stats.clip_fraction,
-            "entropy": stats.entropy,
-            "grad_norm": stats.grad_norm,
-            "learning_rate": stats.learning_rate,
-        }
-        for stats in steps
-    ]
-    return [{**chunk_metrics, **update} for update in updates or [no_update]]
+
+
+def step_metrics(stats: StepStats) -> dict[str, float]:
+    return {key: value for key, value in asdict(stats).items() if key != "tokens"}
+
+
+def eval_pass(
+    sampler: Sampler,
+    prompts: Prompts,
+    pool: EvaluatorPool,
+    rows: list[Row],
+    params: SamplingParams,
+    seed: int,
+) -> tuple[float, list[Rollout]]:
+    """Mean valid score, one rollout per row; its sampling noise comes from a fixed seed, apart from the training
+    RNG, so every measurement of a job draws the same way."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        rollouts, _ = score(pool, sample(sampler, prompts, rows, 1, params), rows)
+    check_invalid_share(rollouts, "eval rows")
+    valid = [r.score.value for r in rollouts if r.score.valid]
+    return sum(valid) / len(valid), rollouts
+
+
+def measure_evals(
+    sampler: Sampler, prompts: Prompts, pool: EvaluatorPool, rows: list[Row], settings: JobSettings, seed: int
+) -> tuple[dict[str, float], list[Rollout]]:
+    started = time.perf_counter()
+    sampled, rollouts = eval_pass(sampler, prompts, pool, rows, settings.sampling, seed + EVAL_SEED_OFFSET)
+    greedy, _ = eval_pass(
+        sampler, prompts, pool, rows, settings.sampling.as_greedy(), seed + EVAL_SEED_OFFSET
+    )
+    metrics = {"eval_reward": sampled, "eval_reward_greedy": greedy}
+    return {**metrics, "eval_reward_seconds": time.perf_counter() - started}, rollouts
 
 
 def final_metrics(progress: Progress) -> dict[str, float]:
@@ -211,8 +210,14 @@ def final_metrics(progress: Progress) -> dict[str, float]:
     return metrics
 
 
+def report_rollouts(
+    reporter: Reporter, kind: str, step: int, rollouts: list[Rollout], candidates: int
+) -> None:
+    reporter.rollouts(kind, step, [r.record(group=i // candidates) for i, r in enumerate(rollouts)])
+
+
 def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
-    settings = job_settings(inputs.job)
+    settings, K = inputs.settings, inputs.settings.candidates
     check_rows(inputs.train_rows, "training dataset")
     if inputs.eval_rows:
         check_rows(inputs.eval_rows, "evaluation dataset")
@@ -225,60 +230,102 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
     chunks_per_epoch = math.ceil(len(train_rows) / chunk_rows(len(train_rows), settings.chunk_size))
     total_chunks = settings.training.epochs * chunks_per_epoch
     trainer = Trainer(model, settings.training, settings.sampling.temperature, total_chunks)
-    restored = restore_checkpoint(inputs.checkpoint_dir, model, trainer)
-    progress = Progress(**restored) if restored else Progress()
-    if restored:
-        for metrics in progress.history[len(progress.history) - progress.last_chunk_steps :]:
-            reporter.step(metrics)
-
+    progress = resume(inputs, model, trainer, reporter)
+    max_tokens = min(settings.training.max_context_length, settings.training.batch_tokens)
     with EvaluatorPool(inputs.evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool:
         sampler = choose_sampler(
             model,
             tokenizer,
             inputs.base_model,
             settings.training.lora_rank,
-            max_model_len=settings.training.max_context_length,
+            settings.training.max_context_length,
         )
-        policy = Policy(sampler, tokenizer, pool)
+        prompts = Prompts(tokenizer)
         if eval_rows and not progress.evals:
-            progress.evals.append(measure_evals(policy, eval_rows, settings, inputs.seed))
-        while progress.epoch < settings.training.epochs and not progress.stopped_early:
-            chunks = epoch_chunks(len(train_rows), settings.chunk_size, inputs.seed, progress.epoch)
-            if reporter.should_stop():
-                return JobOutcome("JOB_STATE_CANCELLED", "cancelled", final_metrics(progress))
-            rows = [train_rows[i] for i in chunks[progress.chunk]]
-            steps = run_chunk(policy, trainer, rows, settings, tokenizer.pad_token_id)
-            for metrics in steps:
-                progress.step += 1
-                metrics.update(step=progress.step, epoch=progress.epoch)
-            progress.usable_groups_in_epoch += steps[0]["usable_groups"]
-            progress.output_tokens += steps[0]["tokens_generated"]
-            progress.chunk += 1
-            epoch_done = progress.chunk == len(chunks)
-            if epoch_done and eval_rows:
-                progress.evals.append(measure_evals(policy, eval_rows, settings, inputs.seed))
-                steps[-1].update(progress.evals[-1])
-            progress.history.extend(steps)
-            progress.last_chunk_steps = len(steps)
-            if epoch_done:
-                progress.stopped_early = progress.usable_groups_in_epoch == 0
-                progress.epoch, progress.chunk, progress.usable_groups_in_epoch = progress.epoch + 1, 0, 0
-            done_chunks = progress.epoch * chunks_per_epoch + progress.chunk
-            save_checkpoint(inputs.checkpoint_dir, done_chunks, model, trainer, progress.__dict__)
-            for metrics in steps:
-                reporter.step(metrics)
-            reporter.progress(
-                100.0 * done_chunks / total_chunks,
-                progress.epoch,
-                progress.step,
-                total_chunks,
-                progress.output_tokens,
-            )
+            evals, eval_rollouts = measure_evals(sampler, prompts, pool, eval_rows, settings, inputs.seed)
+            progress.evals.append(evals)
+            report_rollouts(reporter, "eval", progress.step, eval_rollouts, 1)
+        for epoch in range(progress.epoch, settings.training.epochs):
+            if progress.stopped_early:
+                break
+            chunks = epoch_chunks(len(train_rows), settings.chunk_size, inputs.seed, epoch)
+            for chunk in range(progress.chunk, len(chunks)):
+                if reporter.should_stop():
+                    return JobOutcome(CANCELLED, "cancelled", final_metrics(progress))
+                rows = [train_rows[i] for i in chunks[chunk]]
+                rollouts, timing = score(pool, sample(sampler, prompts, rows, K, settings.sampling), rows)
+                check_invalid_share(rollouts, "chunk")
+                dropped = assign_advantages(rollouts, K)
+                sequences, truncated = training_sequences(rollouts, max_tokens)
+                update_started = time.perf_counter()
+                batches = pack_sequences(sequences, settings.training.batch_tokens)
+                updates = trainer.train(
+                    [build_microbatch(sequences, b, tokenizer.pad_token_id) for b in batches]
+                )
+                shared = round_metrics(
+                    rollouts,
+                    sequences,
+                    dropped,
+                    truncated_sequences=truncated,
+                    gen_seconds=timing.sample_seconds,
+                    eval_seconds=timing.score_wait_seconds,
+                    update_seconds=time.perf_counter() - update_started,
+                    step_seconds=timing.sample_seconds + timing.score_wait_seconds,
+                )
+                shared["step_seconds"] += shared["update_seconds"]
+                # a round whose groups all had equal rewards updates nothing; it still counts as a step (loss 0,
+                # groups_dropped_frac 1), so the reward series covers every rollout round
+                steps = [{**shared, **step_metrics(u)} for u in updates or [StepStats.none()]]
+                first_step = progress.step + 1
+                for metrics in steps:
+                    progress.step += 1
+                    metrics.update(step=progress.step, epoch=epoch)
+                progress.usable_groups_in_epoch += shared["usable_groups"]
+                progress.output_tokens += shared["tokens_generated"]
+                progress.chunk = chunk + 1
+                eval_rollouts = []
+                if progress.chunk == len(chunks):  # the epoch is done
+                    if eval_rows:
+                        evals, eval_rollouts = measure_evals(
+                            sampler, prompts, pool, eval_rows, settings, inputs.seed
+                        )
+                        progress.evals.append(evals)
+                        steps[-1].update(evals)
+                    progress.stopped_early = progress.usable_groups_in_epoch == 0
+                    progress.epoch, progress.chunk, progress.usable_groups_in_epoch = epoch + 1, 0, 0
+                progress.history.extend(steps)
+                progress.last_chunk_steps = len(steps)
+                done_chunks = progress.epoch * chunks_per_epoch + progress.chunk
+                save_checkpoint(inputs.checkpoint_dir, done_chunks, model, trainer, progress.__dict__)
+                report_rollouts(reporter, "train", first_step, rollouts, K)
+                if eval_rollouts:
+                    report_rollouts(reporter, "eval", progress.step, eval_rollouts, 1)
+                for metrics in steps:
+                    reporter.step(metrics)
+                reporter.progress(
+                    100.0 * done_chunks / total_chunks,
+                    progress.epoch,
+                    progress.step,
+                    total_chunks,
+                    progress.output_tokens,
+                )
     model.save_pretrained(inputs.output_dir)
     if progress.stopped_early:
         return JobOutcome(
-            "JOB_STATE_EARLY_STOPPED",
+            EARLY_STOPPED,
             f"epoch {progress.epoch} had no group with different rewards: nothing left to learn from",
             final_metrics(progress),
         )
-    return JobOutcome("JOB_STATE_COMPLETED", "", final_metrics(progress))
+    return JobOutcome(COMPLETED, "", final_metrics(progress))
+
+
+def resume(inputs: JobInputs, model: Any, trainer: Trainer, reporter: Reporter) -> Progress:
+    """The progress of the last checkpoint (loaded into model and trainer), or a fresh start. The steps of the
+    last chunk are reported again: the worker that died may have saved the checkpoint before reporting them."""
+    restored = restore_checkpoint(inputs.checkpoint_dir, model, trainer)
+    if not restored:
+        return Progress()
+    progress = Progress(**restored)
+    for metrics in progress.history[len(progress.history) - progress.last_chunk_steps :]:
+        reporter.step(metrics)
+    return progress

@@ -10,13 +10,14 @@ top-p truncation), which the update uses as the old policy's log-probabilities.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from rftlab.engine.merged import MergedCopy, merges_for_sampling
+from rftlab.engine.adapter import MergedCopy, merges_for_sampling
+from rftlab.engine.evaluator import Score
 from rftlab.engine.settings import SamplingParams
 
 
@@ -29,6 +30,71 @@ class Completion:
     text: str
     finish_reason: str
     """"stop" (eos or a stop string) or "length"."""
+
+
+@dataclass
+class Rollout:
+    """One sampled answer to one row, from its prompt to its score: the unit every later step works on.
+
+    `completion_ids` are every token after the prompt. In a single-turn rollout all of them are the model's; a
+    multi-turn (tool-using) rollout also holds the tool results and chat-template glue between its turns, which
+    `trained_mask` marks False (not trained on; their `logprobs` are 0).
+    """
+
+    row_index: int
+    """Index of its row in the rows of its round."""
+    candidate: int
+    """Its place in its group (the K rollouts of one row)."""
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    trained_mask: list[bool]
+    messages: list[dict[str, Any]]
+    """The conversation the evaluator scores: the row's messages plus what the rollout added."""
+    text: str
+    """The final assistant reply."""
+    finish_reason: str
+    """"stop" (an end-of-sequence id or a stop string), "length" (max output tokens) or "turns" (turn cap)."""
+    turns: int = 1
+    score: Score = field(default_factory=lambda: Score(None, error="not scored"))
+    advantage: float | None = None
+    """Group-relative advantage; None when its group carries no signal (or it is invalid)."""
+
+    @classmethod
+    def single_turn(
+        cls, completion: Completion, row: dict[str, Any], row_index: int, candidate: int
+    ) -> Rollout:
+        return cls(
+            row_index=row_index,
+            candidate=candidate,
+            prompt_ids=completion.prompt_ids,
+            completion_ids=completion.completion_ids,
+            logprobs=completion.logprobs,
+            trained_mask=[True] * len(completion.completion_ids),
+            messages=[*row["messages"], {"role": "assistant", "content": completion.text}],
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+        )
+
+    def record(self, group: int) -> dict[str, Any]:
+        """What the run keeps of it (JSON-ready): for the rollout viewer and W&B tables."""
+        return {
+            "row_index": self.row_index,
+            "group": group,
+            "candidate": self.candidate,
+            "messages": self.messages,
+            "completion_text": self.text,
+            "reward": self.score.value,
+            "valid": self.score.valid,
+            "reason": self.score.reason,
+            "error": self.score.error,
+            "metrics": self.score.metrics,
+            "finish_reason": self.finish_reason,
+            "turns": self.turns,
+            "prompt_tokens": len(self.prompt_ids),
+            "completion_tokens": len(self.completion_ids),
+            "advantage": self.advantage,
+        }
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> list[int]:

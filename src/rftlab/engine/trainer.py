@@ -9,30 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import PreTrainedModel
+from peft import PeftModel
 
 from rftlab.engine.algo import loss_spec, policy_loss_N
-from rftlab.engine.models import peft_deprecation_silenced
 from rftlab.engine.packing import MicroBatch
 from rftlab.engine.settings import TrainingSettings
 
 MAX_GRAD_NORM = 1.0
 FINAL_LR_FACTOR = 0.1
-
-
-def attach_adapter(base: PreTrainedModel, rank: int, warm_start: Path | None) -> PeftModel:
-    """LoRA on every linear layer of `base` (alpha = 2 x rank), or the adapter saved at `warm_start`."""
-    with peft_deprecation_silenced():
-        if warm_start is not None:
-            return PeftModel.from_pretrained(base, warm_start, is_trainable=True)
-        config = LoraConfig(
-            r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", bias="none"
-        )
-        return get_peft_model(base, config)
 
 
 def lr_factor(step: int, warmup_steps: int, planned_steps: int) -> float:
@@ -53,6 +39,13 @@ class StepStats:
     grad_norm: float
     learning_rate: float
     tokens: int
+
+    @classmethod
+    def none(cls) -> StepStats:
+        """The stats of a round that updated nothing."""
+        return cls(
+            loss=0.0, kl=0.0, clip_fraction=0.0, entropy=0.0, grad_norm=0.0, learning_rate=0.0, tokens=0
+        )
 
 
 class Trainer:

@@ -36,8 +36,8 @@ import torch
 from peft import PeftModel, get_peft_model_state_dict
 from transformers import PreTrainedTokenizerBase
 
+from rftlab.engine.adapter import save_adapter
 from rftlab.engine.api import JobFailed
-from rftlab.engine.checkpoint import save_adapter
 from rftlab.engine.models import resolve_model_source
 from rftlab.engine.rollout import Completion, HFSampler, Sampler, text_before_stop
 from rftlab.engine.settings import SamplingParams

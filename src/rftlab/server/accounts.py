@@ -7,7 +7,7 @@ import hashlib
 import re
 import secrets
 
-from rftlab.auth import auth_ini_path, read_auth_ini, write_auth_ini
+from rftlab.fireworks.credentials import auth_ini_path, read_auth_ini, write_auth_ini
 from rftlab.server.store import Account, ApiKey, Store
 
 LOCAL_ACCOUNT_ID = "local"

@@ -12,6 +12,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rftlab.fireworks.contract import (
+    ACTIVE_STATES,
+    CANCELLED,
+    PENDING,
+    RESUMABLE_STATES,
+    TERMINAL_STATES,
+)
 from rftlab.server.api_common import (
     AccountId,
     Ctx,
@@ -24,9 +31,9 @@ from rftlab.server.api_common import (
     short_id,
 )
 from rftlab.server.errors import ApiError, already_exists, failed_precondition, invalid, not_found
-from rftlab.server.processes import kill_worker
+from rftlab.server.scheduler import kill_worker
 from rftlab.server.schemas import JobRequest, check_resource_id
-from rftlab.server.store import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, JobMetric, find_resource
+from rftlab.server.store import Job, JobMetric, find_resource
 
 router = APIRouter(prefix="/v1/accounts/{account_id}/reinforcementFineTuningJobs")
 ORDER_COLUMNS = {
@@ -36,7 +43,6 @@ ORDER_COLUMNS = {
     "displayName": Job.display_name,
     "state": Job.state,
 }
-RESUMABLE_STATES = ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
 
 
 def render(job: Job) -> dict[str, Any]:
@@ -72,7 +78,9 @@ def create_job(
     secrets: dict[str, Any] = {}
     wandb = spec.get("wandbConfig")
     if wandb and "apiKey" in wandb:
-        secrets["wandbApiKey"] = wandb.pop("apiKey")
+        key = wandb.pop("apiKey")
+        if wandb.get("enabled") and wandb.get("mode") != "offline":  # an offline or disabled run needs no key
+            secrets["wandbApiKey"] = key
     name = f"accounts/{account_id}/reinforcementFineTuningJobs/{job_id}"
     try:
         with ctx.store.session() as session:
@@ -86,7 +94,7 @@ def create_job(
                     display_name=spec.get("displayName") or job_id,
                     spec=spec,
                     secrets=secrets,
-                    state="JOB_STATE_PENDING",
+                    state=PENDING,
                     status_message="queued",
                 )
             )
@@ -118,7 +126,7 @@ def _resolve_references(session: Session, account_id: str, job_id: str, spec: di
             f"trainingConfig.outputModel: {output_name} already exists; choose another output model name"
         )
     unfinished = session.scalars(
-        select(Job).where(Job.account_id == account_id, Job.state.not_in(TERMINAL_JOB_STATES))
+        select(Job).where(Job.account_id == account_id, Job.state.not_in(TERMINAL_STATES))
     )
     for other in unfinished:
         if other.spec["trainingConfig"].get("outputModel") == output_name:
@@ -188,7 +196,7 @@ def job_metrics(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
 def delete_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
     with ctx.store.session() as session:
         job = _job(session, account_id, job_id)
-        if job.state in ACTIVE_JOB_STATES and job.worker_pid:
+        if job.state in ACTIVE_STATES and job.worker_pid:
             kill_worker(job.worker_pid, job.seq)
         session.execute(delete(JobMetric).where(JobMetric.job_seq == job.seq))
         session.delete(job)
@@ -201,13 +209,13 @@ def delete_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
 def cancel_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
     with ctx.store.session() as session:
         job = _job(session, account_id, job_id)
-        if job.state in TERMINAL_JOB_STATES:
+        if job.state in TERMINAL_STATES:
             raise failed_precondition(
                 f"job {job_id} is already {job.state}; only unfinished jobs can be cancelled"
             )
         job.update_time = now()
-        if job.state == "JOB_STATE_PENDING":
-            job.state = "JOB_STATE_CANCELLED"
+        if job.state == PENDING:
+            job.state = CANCELLED
             job.status_message = "cancelled before it started"
             job.completed_time = job.update_time
         else:
@@ -227,7 +235,7 @@ def resume_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
                 f"job {job_id} is {job.state}; only FAILED or CANCELLED jobs can be resumed "
                 "(interrupted jobs resume by themselves)"
             )
-        job.state = "JOB_STATE_PENDING"
+        job.state = PENDING
         job.status_code = "OK"
         job.status_message = "resumed: queued to continue from its last checkpoint"
         job.cancel_requested = False

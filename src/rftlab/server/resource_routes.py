@@ -1,4 +1,5 @@
-"""The list, get and delete routes that datasets, evaluators and models share, and how such a resource renders."""
+"""The list, get and delete routes that datasets, evaluators and models share, how such a resource renders, and
+which unfinished jobs still need one."""
 
 import shutil
 from collections.abc import Callable
@@ -8,11 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from fastapi import Path as PathParam
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from rftlab.fireworks.contract import TERMINAL_STATES
 from rftlab.server.api_common import AccountId, Ctx, fetch_page, get_resource, page_request, rfc3339
-from rftlab.server.job_refs import refuse_if_used_by_active_job
+from rftlab.server.errors import failed_precondition
 from rftlab.server.layout import StateLayout
-from rftlab.server.store import Resource
+from rftlab.server.store import Job, Resource
 
 ORDER_COLUMNS = {
     "name": Resource.resource_id,
@@ -29,6 +32,31 @@ def render(resource: Resource) -> dict[str, Any]:
         "createTime": rfc3339(resource.create_time),
         "updateTime": rfc3339(resource.update_time),
     }
+
+
+def referenced_names(spec: dict) -> set[str]:
+    training = spec.get("trainingConfig", {})
+    return {
+        name
+        for name in (
+            spec.get("dataset"),
+            spec.get("evaluationDataset"),
+            spec.get("evaluator"),
+            training.get("warmStartFrom"),
+        )
+        if name
+    }
+
+
+def refuse_if_used_by_active_job(session: Session, account_id: str, name: str) -> None:
+    unfinished = session.scalars(
+        select(Job).where(Job.account_id == account_id, Job.state.not_in(TERMINAL_STATES))
+    )
+    users = [job.job_id for job in unfinished if name in referenced_names(job.spec)]
+    if users:
+        raise failed_precondition(
+            f"{name} is used by unfinished job(s) {', '.join(users)}; cancel or delete them first"
+        )
 
 
 def add_list_get_delete(

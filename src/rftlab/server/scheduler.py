@@ -1,9 +1,13 @@
 """The job queue inside the server: starts one worker process per job, at most `max_running` at once, in queue
 order; notices dead workers (exit status, pid, heartbeat) and puts their jobs back in the queue, so they resume from
-their last checkpoint."""
+their last checkpoint.
+
+Workers are found and stopped by pid, safely: a pid is only signalled when /proc shows it is the worker of that job
+(pids are reused), and a zombie counts as dead."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -15,13 +19,37 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from rftlab.fireworks.contract import ACTIVE_STATES, CANCELLED, FAILED, PENDING, VALIDATING
 from rftlab.server.clean_env import clean_environment
 from rftlab.server.layout import StateLayout
-from rftlab.server.processes import WORKER_MODULE, is_alive, kill_worker
-from rftlab.server.store import ACTIVE_JOB_STATES, Job, Store
-from rftlab.server.worker import DATABASE_URL_ENV
+from rftlab.server.store import DATABASE_URL_ENV, Job, Store
 
 log = logging.getLogger("rftlab.server")
+
+WORKER_MODULE = "rftlab.server.worker"
+
+
+def worker_command_matches(pid: int, job_seq: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return WORKER_MODULE.encode() in argv and str(job_seq).encode() in argv
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def kill_worker(pid: int, job_seq: int) -> None:
+    if worker_command_matches(pid, job_seq):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
 
 TICK_S = 0.5
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -65,7 +93,7 @@ class Scheduler:
     def recover_interrupted(self) -> None:
         """At start: jobs left VALIDATING/RUNNING by a server that died go back to the queue."""
         with self.store.session() as session:
-            for job in session.scalars(select(Job).where(Job.state.in_(ACTIVE_JOB_STATES))):
+            for job in session.scalars(select(Job).where(Job.state.in_(ACTIVE_STATES))):
                 if job.worker_pid:
                     kill_worker(job.worker_pid, job.seq)
                 self._requeue(job, "the server stopped while it ran")
@@ -92,7 +120,7 @@ class Scheduler:
             del self._children[seq]
             with self.store.session() as session:
                 job = session.get(Job, seq)
-                if job is None or job.state not in ACTIVE_JOB_STATES or job.worker_pid != process.pid:
+                if job is None or job.state not in ACTIVE_STATES or job.worker_pid != process.pid:
                     continue  # finished normally (the worker recorded it) or deleted
                 if code < 0:
                     self._requeue(job, f"its worker was killed by signal {-code}")
@@ -105,7 +133,7 @@ class Scheduler:
         """Workers this server did not start, or that stopped sending heartbeats."""
         stale_before = time.time() - HEARTBEAT_TIMEOUT_S
         with self.store.session() as session:
-            for job in session.scalars(select(Job).where(Job.state.in_(ACTIVE_JOB_STATES))):
+            for job in session.scalars(select(Job).where(Job.state.in_(ACTIVE_STATES))):
                 child = self._children.get(job.seq)
                 if child is not None:
                     alive = child.poll() is None
@@ -125,7 +153,7 @@ class Scheduler:
         job.worker_pid, job.heartbeat_at, job.update_time = None, None, time.time()
         if job.cancel_requested:
             job.state, job.status_message, job.completed_time = (
-                "JOB_STATE_CANCELLED",
+                CANCELLED,
                 f"cancelled ({why})",
                 time.time(),
             )
@@ -136,11 +164,11 @@ class Scheduler:
                 job, f"interrupted {job.interruptions} times, last because {why}; :resume to try again"
             )
             return
-        job.state = "JOB_STATE_PENDING"
+        job.state = PENDING
         job.status_message = f"interrupted ({why}); queued to resume from its last checkpoint"
 
     def _fail(self, job: Job, message: str) -> None:
-        job.state, job.status_code, job.status_message = "JOB_STATE_FAILED", "INTERNAL", message
+        job.state, job.status_code, job.status_message = FAILED, "INTERNAL", message
         job.worker_pid, job.heartbeat_at = None, None
         job.completed_time = job.update_time = time.time()
 
@@ -151,19 +179,16 @@ class Scheduler:
         while not self._stopping.is_set():
             with self.store.session() as session:
                 running = session.scalar(
-                    select(func.count()).select_from(Job).where(Job.state.in_(ACTIVE_JOB_STATES))
+                    select(func.count()).select_from(Job).where(Job.state.in_(ACTIVE_STATES))
                 )
                 if running >= self.max_running:
                     return
                 job = session.scalars(
-                    select(Job)
-                    .where(Job.state == "JOB_STATE_PENDING")
-                    .order_by(Job.queued_at, Job.seq)
-                    .limit(1)
+                    select(Job).where(Job.state == PENDING).order_by(Job.queued_at, Job.seq).limit(1)
                 ).first()
                 if job is None:
                     return
-                job.state = "JOB_STATE_VALIDATING"
+                job.state = VALIDATING
                 job.status_message = "validating inputs"
                 job.heartbeat_at = job.update_time = time.time()
                 job.worker_pid = self._spawn(job).pid
@@ -193,6 +218,7 @@ class Scheduler:
                         DATABASE_URL_ENV: self.store.url,
                         "PYTHONUNBUFFERED": "1",
                         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(self.threads_per_job()),
+                        **({"WANDB_API_KEY": key} if (key := (job.secrets or {}).get("wandbApiKey")) else {}),
                     }
                 ),
                 stdin=subprocess.DEVNULL,

@@ -7,25 +7,14 @@ are ignored. Defaults follow the Fireworks RFT docs and are echoed by GET, as th
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from rftlab.fireworks import contract
+from rftlab.fireworks.contract import DEFAULTS, RESOURCE_ID_PATTERN, RESOURCE_ID_RULE
 from rftlab.server.errors import invalid
-
-RESOURCE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-RESOURCE_ID_RULE = "lowercase letters, digits and '-', starting with a letter, at most 63 characters"
-
-DEFAULT_KL_BETA = {"GRPO": 0.001, "DAPO": 0.0, "GSPO_TOKEN": 0.0}
-LOSS_METHOD_SPELLINGS = {
-    "grpo": "GRPO",
-    "dapo": "DAPO",
-    "gspo-token": "GSPO_TOKEN",
-    "gspo_token": "GSPO_TOKEN",
-    "method_unspecified": "GRPO",
-}
 
 JOB_OUTPUT_ONLY_FIELDS = (
     "name",
@@ -50,28 +39,46 @@ class Camel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+def _limits(key: str) -> dict[str, Any]:
+    """pydantic Field limits from the contract's local-backend bound of config key `key`."""
+    bound = contract.bound(key)
+    limits: dict[str, Any] = {}
+    if bound.low is not None:
+        limits["gt" if bound.gt else "ge"] = bound.low
+    if bound.high is not None:
+        limits["le"] = bound.high
+    return limits
+
+
 class TrainingConfig(Camel):
     base_model: str | None = None
     warm_start_from: str | None = None
     output_model: str | None = None
     jinja_template: str | None = None
-    learning_rate: float = Field(1e-4, gt=0, le=1)
-    max_context_length: int = Field(8192, ge=16)
-    lora_rank: int = 8
-    epochs: int = Field(1, ge=1, le=1000)
-    batch_size: int = Field(32768, ge=16)
-    batch_size_samples: int = Field(0, ge=0)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate_warmup_steps: int = Field(0, ge=0)
-    optimizer_weight_decay: float = Field(0.01, ge=0)
+    learning_rate: float = Field(DEFAULTS.learning_rate, **_limits("training.learning_rate"))
+    max_context_length: int = Field(DEFAULTS.max_context_length, **_limits("training.max_context_length"))
+    lora_rank: int = DEFAULTS.lora_rank
+    epochs: int = Field(DEFAULTS.epochs, **_limits("training.epochs"))
+    batch_size: int = Field(DEFAULTS.batch_size, **_limits("training.batch_size"))
+    batch_size_samples: int = Field(DEFAULTS.batch_size_samples, **_limits("training.batch_size_samples"))
+    gradient_accumulation_steps: int = Field(
+        DEFAULTS.gradient_accumulation_steps, **_limits("training.gradient_accumulation_steps")
+    )
+    learning_rate_warmup_steps: int = Field(
+        DEFAULTS.learning_rate_warmup_steps, **_limits("training.learning_rate_warmup_steps")
+    )
+    optimizer_weight_decay: float = Field(
+        DEFAULTS.optimizer_weight_decay, **_limits("training.optimizer_weight_decay")
+    )
     sampler_checkpoint_save_interval_steps: int | None = Field(None, ge=0)
     region: str | None = None
 
     @field_validator("lora_rank")
     @classmethod
     def _power_of_two(cls, rank: int) -> int:
-        if rank < 1 or rank > 256 or rank & (rank - 1):
-            raise ValueError("must be a power of two between 1 and 256")
+        problem = contract.bound("training.lora_rank").problem(rank)
+        if problem:
+            raise ValueError(problem)
         return rank
 
     @model_validator(mode="after")
@@ -82,15 +89,16 @@ class TrainingConfig(Camel):
 
 
 class InferenceParameters(Camel):
-    max_output_tokens: int | None = Field(None, ge=1, le=65536)
-    temperature: float = Field(0.7, gt=0, le=10)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(40, ge=0)
-    response_candidates_count: int | None = Field(None, ge=2, le=256)
+    max_output_tokens: int | None = Field(None, **_limits("sampling.max_output_tokens"))
+    """0 means the model's default."""
+    temperature: float = Field(DEFAULTS.temperature, **_limits("sampling.temperature"))
+    top_p: float = Field(DEFAULTS.top_p, **_limits("sampling.top_p"))
+    top_k: int = Field(DEFAULTS.top_k, **_limits("sampling.top_k"))
+    response_candidates_count: int | None = Field(None, **_limits("sampling.response_candidates_count"))
     extra_body: str | None = None
-    max_tokens: int | None = Field(None, ge=1, le=65536, alias="maxTokens")
+    max_tokens: int | None = Field(None, alias="maxTokens", **_limits("sampling.max_output_tokens"))
     """Legacy name of maxOutputTokens."""
-    n: int | None = Field(None, ge=2, le=256, alias="n")
+    n: int | None = Field(None, alias="n", **_limits("sampling.response_candidates_count"))
     """Legacy name of responseCandidatesCount."""
 
     @field_validator("extra_body", mode="before")
@@ -118,9 +126,9 @@ class InferenceParameters(Camel):
             setattr(self, current, new if new is not None else old)
             setattr(self, legacy, None)
         if self.max_output_tokens is None:
-            self.max_output_tokens = 2048
+            self.max_output_tokens = DEFAULTS.max_output_tokens
         if self.response_candidates_count is None:
-            self.response_candidates_count = 8
+            self.response_candidates_count = DEFAULTS.response_candidates_count
         return self
 
 
@@ -129,24 +137,22 @@ class DpoConfig(Camel):
 
 
 class LossConfig(Camel):
-    method: str = "GRPO"
-    kl_beta: float | None = Field(None, ge=0)
+    method: str = contract.LOSS_METHODS[DEFAULTS.loss_method]
+    kl_beta: float | None = Field(None, **_limits("training.kl_beta"))
     dpo: DpoConfig | None = None
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, method: str) -> str:
-        canonical = LOSS_METHOD_SPELLINGS.get(method.lower(), method.upper())
-        if canonical not in DEFAULT_KL_BETA:
-            raise ValueError("must be one of GRPO, DAPO, GSPO_TOKEN (or grpo, dapo, gspo-token)")
-        return canonical
+        return contract.LOSS_METHODS[contract.loss_method(method)]
 
     @model_validator(mode="after")
     def _kl_only_for_grpo(self) -> LossConfig:
-        if self.kl_beta and self.method != "GRPO":
+        method = contract.loss_method(self.method)
+        if self.kl_beta and method != "grpo":
             raise ValueError(f"klBeta must be 0/unset when method is {self.method}")
         if not self.kl_beta:  # 0 and unset both mean the method's default, as on Fireworks
-            self.kl_beta = DEFAULT_KL_BETA[self.method]
+            self.kl_beta = contract.DEFAULT_KL_BETA[method]
         return self
 
 
@@ -190,15 +196,19 @@ class JobRequest(Camel):
     evaluator: str
     display_name: str | None = None
     evaluation_dataset: str | None = None
-    eval_auto_carveout: bool = False
+    eval_auto_carveout: bool = DEFAULTS.eval_auto_carveout
     training_config: TrainingConfig
     inference_parameters: InferenceParameters = Field(default_factory=InferenceParameters)
     loss_config: LossConfig = Field(default_factory=LossConfig)
-    chunk_size: int = 200
-    node_count: int = Field(1, ge=1)
-    max_concurrent_rollouts: int = Field(96, ge=1)
-    max_concurrent_evaluations: int = Field(96, ge=1)
-    max_inference_replica_count: int = Field(1, ge=1)
+    chunk_size: int = DEFAULTS.chunk_size
+    node_count: int = Field(DEFAULTS.node_count, **_limits("node_count"))
+    max_concurrent_rollouts: int = Field(
+        DEFAULTS.max_concurrent_rollouts, **_limits("max_concurrent_rollouts")
+    )
+    max_concurrent_evaluations: int = Field(
+        DEFAULTS.max_concurrent_evaluations, **_limits("max_concurrent_evaluations")
+    )
+    max_inference_replica_count: int = Field(DEFAULTS.max_inference_replica_count, ge=1)
     mcp_server: str | None = None
     reservation_target: str | None = None
     wandb_config: WandbConfig | None = None
@@ -215,10 +225,13 @@ class JobRequest(Camel):
     @field_validator("chunk_size")
     @classmethod
     def _chunk_range(cls, size: int) -> int:
+        low, high = contract.CHUNK_SIZE_RANGE
         if size == 0:
-            return 200
-        if size != -1 and not 1 <= size <= 10_000:
-            raise ValueError("must be 1..10000, or -1 to disable chunking (0 = default 200)")
+            return DEFAULTS.chunk_size
+        if size != -1 and not low <= size <= high:
+            raise ValueError(
+                f"must be {low}..{high}, or -1 to disable chunking (0 = default {DEFAULTS.chunk_size})"
+            )
         return size
 
     @field_validator("dataset", "evaluator")

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -30,14 +31,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-
-ACTIVE_JOB_STATES = ("JOB_STATE_VALIDATING", "JOB_STATE_RUNNING")
-TERMINAL_JOB_STATES = (
-    "JOB_STATE_COMPLETED",
-    "JOB_STATE_FAILED",
-    "JOB_STATE_CANCELLED",
-    "JOB_STATE_EARLY_STOPPED",
-)
+DATABASE_URL_ENV = "RFTLAB_DATABASE_URL"
+"""How the scheduler hands a worker process the database URL (which may hold a password)."""
 
 
 class Base(DeclarativeBase):
@@ -182,3 +177,39 @@ class Store:
 
 def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
+
+
+class JobRollout(Base):
+    """One kept rollout of a job's training step or eval pass (rftlab.server.rollouts decides which are kept)."""
+
+    __tablename__ = "rft_job_rollouts"
+    __table_args__ = (Index("ix_rft_job_rollouts_job_step", "job_seq", "kind", "step"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_seq: Mapped[int] = mapped_column(ForeignKey("rft_jobs.seq", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))
+    """train | eval"""
+    step: Mapped[int] = mapped_column(Integer)
+    group_index: Mapped[int] = mapped_column(Integer)
+    candidate: Mapped[int] = mapped_column(Integer)
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    size: Mapped[int] = mapped_column(Integer, index=True)
+    """Bytes of `body` as JSON: what the disk bound adds up."""
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ServerSetting(Base):
+    """A setting `rftlab serve` was started with that its job workers read too (they share only the database)."""
+
+    __tablename__ = "server_settings"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+class DashboardSession(Base):
+    """A dashboard login: the SHA-256 of the session cookie's random token, never the token itself."""
+
+    __tablename__ = "dashboard_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id", ondelete="CASCADE"))
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -4,8 +4,9 @@
 extensions that only this backend accepts: `mode` (`online` | `offline`), `group`, `tags`, `config`. The run is
 written under `$WANDB_DIR` when the server has one, else in the job's folder of the state dir. Once the run exists
 its address goes into the job's `wandbConfig.url`: the run's page online, the `file://` URL of the run folder
-offline (what `wandb sync` uploads). The API key reaches W&B through its settings only: it is never put in the
-environment, in the run's config, or in the job as the API returns it.
+offline (what `wandb sync` uploads). An online run's API key reaches the job's worker process as `WANDB_API_KEY`
+(the scheduler sets it from the job's stored secret; evaluator processes never inherit it): it is never put in the
+run's config or in the job as the API returns it.
 
 W&B trouble (no network, a refused key) costs the W&B run, never the training: the job goes on without it and the
 server log says why.
@@ -24,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from rftlab.engine.api import JobInputs, JobOutcome, Reporter
+from rftlab.engine.api import JobOutcome, Reporter
 from rftlab.server.store import Job, Store
 
 
@@ -41,6 +42,9 @@ class TrackedReporter:
 
     def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
         self.inner.progress(percent, epoch, step, total_steps, output_tokens)
+
+    def rollouts(self, kind: str, step: int, rollouts: list[dict[str, Any]]) -> None:
+        self.inner.rollouts(kind, step, rollouts)
 
     def should_stop(self) -> bool:
         return self.inner.should_stop()
@@ -63,7 +67,6 @@ def start_run(wandb_config: dict[str, Any], job_id: str, job_dir: Path) -> Any:
 
     mode = wandb_config.get("mode")
     settings = wandb.Settings(
-        api_key=None if mode == "offline" else wandb_config.get("apiKey"),
         console="off",
         disable_git=True,
         save_code=False,
@@ -98,11 +101,10 @@ def record_address(store: Store, job_seq: int, address: str) -> None:
 
 
 @contextmanager
-def reporting(
-    store: Store, job: Job, inputs: JobInputs, reporter: Reporter, job_dir: Path
-) -> Iterator[TrackedReporter]:
-    """A Reporter for `run_job` that also logs to W&B when the job asks for it; the run ends with the block."""
-    wandb_config = inputs.job.get("wandbConfig") or {}
+def reporting(store: Store, job: Job, reporter: Reporter, job_dir: Path) -> Iterator[TrackedReporter]:
+    """A Reporter for `run_job` that also logs to W&B when the job asks for it; the run ends with the block.
+    An online run's key is the worker's `WANDB_API_KEY` (the scheduler sets it from the job's stored secret)."""
+    wandb_config = job.spec.get("wandbConfig") or {}
     run = None
     if wandb_config.get("enabled"):
         try:

@@ -26,13 +26,13 @@ from typing import Any
 from sqlalchemy import update
 
 from rftlab.engine.api import EvaluatorCode, JobFailed, JobInputs, JobOutcome
-from rftlab.engine.settings import job_settings
+from rftlab.fireworks.contract import CANCELLED, FAILED, RUNNING
 from rftlab.server import wandb_sink
 from rftlab.server.dataset_check import read_rows
+from rftlab.server.job_spec import engine_settings
 from rftlab.server.layout import StateLayout
-from rftlab.server.store import Job, JobMetric, Resource, Store, find_resource
+from rftlab.server.store import DATABASE_URL_ENV, Job, JobMetric, Resource, Store, find_resource
 
-DATABASE_URL_ENV = "RFTLAB_DATABASE_URL"
 HEARTBEAT_INTERVAL_S = 2.0
 PR_SET_PDEATHSIG = 1
 
@@ -78,6 +78,9 @@ class StoreReporter:
         }
         with self.store.session() as session:
             session.execute(self._mine().values(progress=progress, update_time=time.time()))
+
+    def rollouts(self, kind: str, step: int, rollouts: list[dict[str, Any]]) -> None:
+        pass
 
     def should_stop(self) -> bool:
         with self.store.reading() as session:
@@ -125,11 +128,9 @@ def _resource(store: Store, account_id: str, kind: str, name: str) -> Resource:
     return resource
 
 
-def build_inputs(store: Store, layout: StateLayout, job: Job, secrets: dict[str, Any]) -> JobInputs:
-    spec = json.loads(json.dumps(job.spec))
-    if secrets.get("wandbApiKey") and spec.get("wandbConfig"):
-        spec["wandbConfig"]["apiKey"] = secrets["wandbApiKey"]
-    account = job.account_id
+def build_inputs(store: Store, layout: StateLayout, job: Job) -> JobInputs:
+    """What the engine needs for `job`; JobFailed when an input is gone or a setting cannot run here."""
+    spec, account = job.spec, job.account_id
 
     def rows(name: str) -> list[dict[str, Any]]:
         _resource(store, account, "datasets", name)
@@ -144,7 +145,7 @@ def build_inputs(store: Store, layout: StateLayout, job: Job, secrets: dict[str,
         base_model, warm_start_adapter = start.body["baseModel"], Path(start.body["adapterPath"])
     job_dir = layout.job_dir(account, job.job_id)
     return JobInputs(
-        job=spec,
+        settings=engine_settings(spec),
         train_rows=rows(spec["dataset"]),
         eval_rows=rows(spec["evaluationDataset"]) if spec.get("evaluationDataset") else None,
         evaluator=EvaluatorCode(
@@ -164,7 +165,7 @@ def _register_model(store: Store, job: Job, inputs: JobInputs) -> None:
     if not config_file.is_file():
         return
     adapter = json.loads(config_file.read_text())
-    output_name = inputs.job["trainingConfig"]["outputModel"]
+    output_name = job.spec["trainingConfig"]["outputModel"]
     model_id = output_name.rsplit("/", 1)[-1]
     body = {
         "name": output_name,
@@ -175,7 +176,7 @@ def _register_model(store: Store, job: Job, inputs: JobInputs) -> None:
         "baseModel": inputs.base_model,
         "peftDetails": {
             "baseModel": inputs.base_model,
-            "r": adapter.get("r", inputs.job["trainingConfig"]["loraRank"]),
+            "r": adapter.get("r", inputs.settings.training.lora_rank),
             "targetModules": sorted(adapter.get("target_modules") or []),
         },
         "fineTuningJob": f"accounts/{job.account_id}/reinforcementFineTuningJobs/{job.job_id}",
@@ -226,7 +227,7 @@ def _set_running(store: Store, job: Job) -> bool:
         result = session.execute(
             update(Job)
             .where(Job.seq == job.seq, Job.worker_pid == os.getpid(), Job.cancel_requested.is_(False))
-            .values(state="JOB_STATE_RUNNING", status_message=message, update_time=time.time())
+            .values(state=RUNNING, status_message=message, update_time=time.time())
         )
         return result.rowcount == 1
 
@@ -242,28 +243,26 @@ def run(store: Store, layout: StateLayout, job_seq: int) -> None:
     threading.Thread(target=_heartbeat, args=(store, job_seq), daemon=True).start()
     reporter = StoreReporter(store, job_seq)
     try:
-        inputs = build_inputs(store, layout, job, job.secrets or {})
-        # the engine's own checks (MCP, extraBody keys...) fail the job while VALIDATING
-        job_settings(inputs.job)
+        inputs = build_inputs(store, layout, job)
         inputs.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if not _set_running(store, job):
-            _finish(store, job_seq, "JOB_STATE_CANCELLED", "cancelled before training started")
+            _finish(store, job_seq, CANCELLED, "cancelled before training started")
             return
         from rftlab.engine.job import run_job  # heavy (torch): imported once the inputs are usable
 
         job_dir = layout.job_dir(job.account_id, job.job_id)
-        with wandb_sink.reporting(store, job, inputs, reporter, job_dir) as tracked:
+        with wandb_sink.reporting(store, job, reporter, job_dir) as tracked:
             outcome: JobOutcome = run_job(inputs, tracked)
             tracked.finish(outcome)
     except JobFailed as error:
-        _finish(store, job_seq, "JOB_STATE_FAILED", str(error), code="FAILED_PRECONDITION")
+        _finish(store, job_seq, FAILED, str(error), code="FAILED_PRECONDITION")
         return
     except Exception as error:
         traceback.print_exc()
         _finish(
             store,
             job_seq,
-            "JOB_STATE_FAILED",
+            FAILED,
             f"internal error: {type(error).__name__}: {error}",
             code="INTERNAL",
         )
@@ -272,7 +271,7 @@ def run(store: Store, layout: StateLayout, job_seq: int) -> None:
         _finish(
             store,
             job_seq,
-            "JOB_STATE_CANCELLED",
+            CANCELLED,
             "cancelled; the last checkpoint is kept (:resume continues it)",
         )
         return

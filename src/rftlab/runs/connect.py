@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rftlab.auth import CredentialsError, auth_ini_path, resolve_credentials
-from rftlab.client import FireworksClient
-from rftlab.records import RunRecord
-from rftlab.redact import register_secret
+from rftlab.fireworks.client import FireworksClient
+from rftlab.fireworks.credentials import CredentialsError, auth_ini_path, resolve_credentials
+from rftlab.fireworks.redact import register_secret
+from rftlab.runs.records import RunRecord
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,7 @@ class Backend:
 
     @classmethod
     def of_record(cls, record: RunRecord) -> Backend:
-        meta = record.read_json("meta.json") or {}
-        backend = meta.get("backend") or {}
+        backend = record.meta.get("backend") or {}
         if not backend.get("base_url") or not backend.get("account_id"):
             raise ValueError(f"{record.path}/meta.json names no backend; is this an rftlab run folder?")
         return cls(

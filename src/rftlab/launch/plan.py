@@ -13,10 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from rftlab import ids, render, wandb_link
-from rftlab.auth import auth_ini_path, read_auth_ini
-from rftlab.redact import REDACTED, redact
-from rftlab.spec import ConfigProblem, RunSpec, SpecError, validate
+from rftlab.fireworks.credentials import auth_ini_path, read_auth_ini
+from rftlab.fireworks.redact import REDACTED, redact
+from rftlab.launch import ids, render
+from rftlab.launch.spec import ConfigProblem, RunSpec, SpecError, validate
+from rftlab.runs import wandb_link
 
 UNKNOWN_ACCOUNT = "ACCOUNT_ID"  # shown in a dry run when no account id is configured anywhere
 _PATH_KEYS = (("dataset", "path"), ("dataset", "evaluation_path"), ("evaluator", "path"))
@@ -61,7 +62,7 @@ class Plan:
     account_id: str
     job_id: str
     body: dict[str, Any]
-    """The create body with secrets redacted; `rftlab.launch` puts the W&B key back only when sending."""
+    """The create body with secrets redacted; `rftlab.launch.run` puts the W&B key back only when sending."""
     dataset: InputRef
     evaluator: InputRef
     evaluation_dataset: InputRef | None

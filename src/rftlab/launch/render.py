@@ -7,9 +7,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from rftlab.spec import RunSpec
-
-LOSS_METHODS = {"grpo": "GRPO", "dapo": "DAPO", "gspo-token": "GSPO_TOKEN"}
+from rftlab.fireworks.contract import LOSS_METHODS
+from rftlab.launch.spec import RunSpec
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,7 @@ def label(overrides: dict[str, str], keys: list[str]) -> str:
 
 
 def run_labels(records: list) -> dict[str, str]:
-    """Job id -> the overrides that tell this run apart from the others given (run records, `rftlab.records`)."""
-    per_run = {
-        record.job_id: experiment_overrides((record.read_json("meta.json") or {}).get("overrides", []))
-        for record in records
-    }
+    """Job id -> the overrides that tell this run apart from the others given (run records, `rftlab.runs.records`)."""
+    per_run = {record.job_id: experiment_overrides(record.overrides) for record in records}
     keys = varying(list(per_run.values()))
     return {job_id: label(overrides, keys) for job_id, overrides in per_run.items()}

@@ -1,54 +1,58 @@
-"""Reading the job's knobs: defaults, loss methods, extraBody, refusals that name the field."""
+"""The stored job as the engine's settings: defaults from the contract, loss methods, extraBody, refusals that
+name the field; and model names."""
 
 import pytest
 
 from rftlab.engine.api import JobFailed
 from rftlab.engine.models import resolve_model_source
-from rftlab.engine.settings import job_settings
+from rftlab.fireworks.contract import DEFAULTS
 from rftlab.paths import ASSETS_DIR
+from rftlab.server.job_spec import settings_for
 
 
-def test_unset_fields_take_fireworks_defaults():
-    settings = job_settings({})
-    assert settings.training.epochs == 1
-    assert settings.training.learning_rate == 1e-4
-    assert settings.training.lora_rank == 8
-    assert settings.training.batch_tokens == 32768
+def test_unset_fields_take_the_contracts_defaults():
+    settings = settings_for({})
+    assert settings.training.epochs == DEFAULTS.epochs == 1
+    assert settings.training.learning_rate == DEFAULTS.learning_rate == 1e-4
+    assert settings.training.lora_rank == DEFAULTS.lora_rank == 8
+    assert settings.training.batch_tokens == DEFAULTS.batch_size == 32768
     assert settings.training.loss_method == "grpo"
     assert settings.training.kl_beta == 0.001
     assert (settings.sampling.temperature, settings.sampling.top_p, settings.sampling.top_k) == (0.7, 1.0, 40)
+    assert settings.sampling.max_output_tokens == DEFAULTS.max_output_tokens
     assert settings.candidates == 8
     assert settings.chunk_size == 200
     assert settings.eval_auto_carveout is True
 
 
 def test_legacy_aliases_and_enum_spellings_are_accepted():
-    settings = job_settings(
+    settings = settings_for(
         {"inferenceParameters": {"n": 4, "maxTokens": 16}, "lossConfig": {"method": "GSPO_TOKEN"}}
     )
     assert (settings.candidates, settings.sampling.max_output_tokens) == (4, 16)
     assert (settings.training.loss_method, settings.training.kl_beta) == ("gspo-token", 0.0)
 
 
+def test_max_output_tokens_zero_means_the_default():
+    assert settings_for({"inferenceParameters": {"maxOutputTokens": 0}}).sampling.max_output_tokens == 2048
+
+
 def test_extra_body_stop_is_read_from_a_json_string_or_an_object():
-    assert job_settings({"inferenceParameters": {"extraBody": '{"stop": ["\\n"]}'}}).sampling.stop == ("\n",)
-    assert job_settings({"inferenceParameters": {"extraBody": {"stop": "END"}}}).sampling.stop == ("END",)
+    assert settings_for({"inferenceParameters": {"extraBody": '{"stop": ["\\n"]}'}}).sampling.stop == ("\n",)
+    assert settings_for({"inferenceParameters": {"extraBody": {"stop": "END"}}}).sampling.stop == ("END",)
 
 
 @pytest.mark.parametrize(
     ("job", "message"),
     [
         ({"inferenceParameters": {"extraBody": '{"stop": ["x"], "logit_bias": {}}'}}, "key(s) 'logit_bias'"),
-        ({"inferenceParameters": {"extraBody": "{not json"}}, "extraBody is not valid JSON"),
-        ({"inferenceParameters": {"responseCandidatesCount": 1}}, "at least 2"),
-        ({"lossConfig": {"method": "dapo", "klBeta": 0.1}}, "klBeta must be 0 or unset"),
-        ({"lossConfig": {"method": "ppo"}}, "lossConfig.method 'ppo'"),
+        ({"inferenceParameters": {"extraBody": '{"stop": [""]}'}}, "non-empty strings"),
         ({"mcpServer": "accounts/a/mcpServers/m"}, "MCP tool rollouts are not supported yet"),
     ],
 )
-def test_unsupported_settings_are_refused_with_the_field_named(job, message):
+def test_unsupported_settings_fail_the_job_with_the_field_named(job, message):
     with pytest.raises(JobFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
-        job_settings(job)
+        settings_for(job)
 
 
 def test_model_names_resolve_to_local_folders_or_hub_repos(tmp_path):

@@ -11,13 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rftlab import wandb_link
-from rftlab.client import ApiError
-from rftlab.connect import Clients
-from rftlab.overrides import run_labels
-from rftlab.records import TERMINAL_STATES, RunRecord
-
-GOOD_END_STATES = frozenset({"JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"})
+from rftlab.fireworks.client import ApiError
+from rftlab.fireworks.contract import SUCCESSFUL_STATES, TERMINAL_STATES
+from rftlab.runs import wandb_link
+from rftlab.runs.connect import Clients
+from rftlab.runs.overrides import run_labels
+from rftlab.runs.records import RunRecord
 
 
 def wide_console() -> Console:
@@ -104,7 +103,7 @@ def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, q
                     continue
                 state = job.get("state", "")
                 percent = (job.get("jobProgress") or {}).get("percent") or 0
-                if state in GOOD_END_STATES:
+                if state in SUCCESSFUL_STATES:
                     percent = 100
                 progress.update(
                     tasks[record.job_id], completed=percent, description=describe_progress(job, metrics)
@@ -114,17 +113,13 @@ def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, q
                     pending.remove(record)
             if pending:
                 time.sleep(poll_interval_s)
-    return 0 if all(state in GOOD_END_STATES for state in states.values()) else 1
+    return 0 if all(state in SUCCESSFUL_STATES for state in states.values()) else 1
 
 
 def _status_row(run: RunRecord, clients: Clients | None) -> list[str]:
-    if (run.read_json("meta.json") or {}).get("dry_run"):
-        return [run.job_id, "dry run", "", "", "", "", "nothing was sent"]
-    job, metrics = run.read_json("job.json"), (run.read_json("metrics.json") or {}).get("metrics", [])
-    if job is None:  # the backend refused the create: response.json holds its error
-        error = (run.read_json("response.json") or {}).get("error") or {}
-        message = error.get("message", "") if isinstance(error, dict) else str(error)
-        return [run.job_id, "refused", "", "", "", "", message]
+    if run.kind != "submitted":
+        return [run.job_id, run.kind, "", "", "", "", run.error or "nothing was sent"]
+    job, metrics = run.job or {}, run.metrics
     if clients is not None:
         try:
             job, metrics = refresh(run, clients)

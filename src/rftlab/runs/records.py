@@ -11,7 +11,7 @@
             metrics.json    the per-step metrics once the job ended (wait=true, `rftlab wait`)
         invalid-<n>/error.json   a sweep point that did not validate: its overrides and problems
 
-Everything written passes through `rftlab.redact`.
+Everything written passes through `rftlab.fireworks.redact`.
 """
 
 from __future__ import annotations
@@ -28,18 +28,10 @@ from typing import Any
 
 import yaml
 
-from rftlab.redact import redact, redact_text
+from rftlab.fireworks.contract import TERMINAL_STATES
+from rftlab.fireworks.redact import redact, redact_text
 
 _YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's is ~10x faster where installed
-TERMINAL_STATES = frozenset(
-    {
-        "JOB_STATE_COMPLETED",
-        "JOB_STATE_FAILED",
-        "JOB_STATE_CANCELLED",
-        "JOB_STATE_EARLY_STOPPED",
-        "JOB_STATE_EXPIRED",
-    }
-)
 _VERSIONED = ("rftlab", "hydra-core", "omegaconf", "pydantic", "httpx", "torch", "transformers", "peft")
 
 
@@ -117,6 +109,43 @@ class RunRecord:
         path = self.path / name
         return json.loads(path.read_text()) if path.is_file() else None
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.read_json("meta.json") or {}
+
+    @property
+    def overrides(self) -> list[str]:
+        return self.meta.get("overrides", [])
+
+    @property
+    def job(self) -> dict[str, Any] | None:
+        """The job as the backend last returned it; None for a dry run or a refused create."""
+        return self.read_json("job.json")
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return (self.read_json("metrics.json") or {}).get("metrics", [])
+
+    @property
+    def request_body(self) -> dict[str, Any]:
+        return (self.read_json("request.json") or {}).get("body", {})
+
+    @property
+    def kind(self) -> str:
+        """`dry run` (nothing sent), `refused` (the backend refused the create: `error` says why) or
+        `submitted` (a job exists on the backend)."""
+        if self.meta.get("dry_run"):
+            return "dry run"
+        return "submitted" if (self.path / "job.json").is_file() else "refused"
+
+    @property
+    def error(self) -> str:
+        """Why the backend refused the create (from response.json), else ""."""
+        error = (self.read_json("response.json") or {}).get("error")
+        if not error:
+            return ""
+        return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+
     def read_config(self) -> dict[str, Any]:
         return yaml.safe_load((self.path / "config.yaml").read_text())
 
@@ -131,11 +160,27 @@ class RunRecord:
 
     @property
     def state(self) -> str | None:
-        job = self.read_json("job.json")
+        job = self.job
         return job.get("state") if job else None
 
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+def new_launch_dir(base: Path) -> Path:
+    """A new folder `BASE/<date>/<time with microseconds>[-N]` for one launch, created here so that no other
+    launch, even one started in the same microsecond, can take it."""
+    stamp = datetime.now()
+    day = base / stamp.strftime("%Y-%m-%d")
+    day.mkdir(parents=True, exist_ok=True)
+    name, attempt = stamp.strftime("%H-%M-%S-%f"), 1
+    while True:
+        candidate = day / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            attempt += 1
 
 
 def write_invalid_point(launch_dir: Path, index: int, overrides: list[str], problems: list[str]) -> Path:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from rftlab.follow import status_table, wide_console
-from rftlab.records import RunRecord, find_runs, latest_launch
-from rftlab.redact import redact_text
+from rftlab.fireworks.redact import redact_text
+from rftlab.runs.follow import status_table, wide_console
+from rftlab.runs.records import RunRecord, find_runs, latest_launch, new_launch_dir
 
 OUTPUTS = Path("outputs")
 DIR_HELP = (
@@ -43,11 +43,7 @@ def _runs_in(target: str | None) -> list[RunRecord]:
 
 def _submitted(runs: list[RunRecord]) -> list[RunRecord]:
     """The runs with a job on the backend: not dry runs, nor requests the backend refused (no job.json)."""
-    return [
-        run
-        for run in runs
-        if not (run.read_json("meta.json") or {}).get("dry_run") and (run.path / "job.json").is_file()
-    ]
+    return [run for run in runs if run.kind == "submitted"]
 
 
 def relaunch(argv: list[str]) -> int:
@@ -67,10 +63,10 @@ def relaunch(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
 
-    from rftlab import launch
-    from rftlab.hydra_app import Composed, claim_launch_dir, new_launch
-    from rftlab.plan import build_plan
-    from rftlab.spec import SpecError
+    from rftlab.launch import run as launch
+    from rftlab.launch.compose import Composed
+    from rftlab.launch.plan import build_plan
+    from rftlab.launch.spec import SpecError
 
     record = RunRecord(args.run_dir)
     if not record.exists():
@@ -79,9 +75,8 @@ def relaunch(argv: list[str]) -> int:
     config.update(dry_run=args.dry_run, wait=args.wait or config.get("wait", False))
     if args.output:
         config["output"] = args.output
-    meta = record.read_json("meta.json") or {}
     try:
-        plan = build_plan(config, Path.cwd(), meta.get("overrides", []))
+        plan = build_plan(config, Path.cwd(), record.overrides)
     except SpecError as err:
         return _fail(f"rftlab relaunch: the recorded config no longer validates:\n{err}")
     recorded, rendered = record.request_text(), redact_text(plan.request_json())
@@ -92,8 +87,7 @@ def relaunch(argv: list[str]) -> int:
         return _fail(
             "rftlab relaunch: the request differs from the record (inputs changed?):\n" + "\n".join(diff)
         )
-    new_launch()
-    composed = Composed(launch_dir=Path(claim_launch_dir(str(OUTPUTS))), cwd=Path.cwd(), plans=[plan])
+    composed = Composed(launch_dir=new_launch_dir(OUTPUTS), cwd=Path.cwd(), plans=[plan])
     return launch.run(composed)
 
 
@@ -109,7 +103,7 @@ def status(argv: list[str]) -> int:
     if args.no_refresh:
         wide_console().print(status_table(runs_here))
     else:
-        from rftlab.connect import Clients
+        from rftlab.runs.connect import Clients
 
         with Clients() as clients:
             wide_console().print(status_table(runs_here, clients))
@@ -127,8 +121,8 @@ def wait(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="no live table; errors only")
     args = parser.parse_args(argv)
 
-    from rftlab.connect import Clients
-    from rftlab.follow import follow
+    from rftlab.runs.connect import Clients
+    from rftlab.runs.follow import follow
 
     runs = _submitted(_runs_in(args.dir))
     if not runs:
@@ -148,9 +142,9 @@ def cancel(argv: list[str]) -> int:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run, launch or sweep folders under outputs/")
     args = parser.parse_args(argv)
 
-    from rftlab.client import ApiError
-    from rftlab.connect import Clients
-    from rftlab.follow import short_state
+    from rftlab.fireworks.client import ApiError
+    from rftlab.runs.connect import Clients
+    from rftlab.runs.follow import short_state
 
     code = 0
     with Clients() as clients:
@@ -175,16 +169,14 @@ def runs(argv: list[str]) -> int:
     parser.add_argument("--limit", type=int, default=20, help="show the N most recent runs (default: 20)")
     args = parser.parse_args(argv)
 
-    from rftlab.follow import short_state
+    from rftlab.runs.follow import short_state
 
     found = find_runs(Path(args.dir)) if Path(args.dir).is_dir() else []
     table = Table("launch", "job", "state", "model", "overrides")
     for run in found[-args.limit :]:
-        meta = run.read_json("meta.json") or {}
-        request = run.read_json("request.json") or {}
-        training = request.get("body", {}).get("trainingConfig", {})
-        state = "dry run" if meta.get("dry_run") else short_state(run.state) if run.state else "submitted?"
+        training = run.request_body.get("trainingConfig", {})
+        state = short_state(run.state) if run.kind == "submitted" else run.kind
         model = training.get("baseModel") or training.get("warmStartFrom") or ""
-        table.add_row(str(run.path.parent), run.job_id, state, model, " ".join(meta.get("overrides", [])))
+        table.add_row(str(run.path.parent), run.job_id, state, model, " ".join(run.overrides))
     wide_console().print(table if found else f"no runs under {args.dir}")
     return 0

@@ -16,10 +16,10 @@ import json
 import os
 from typing import Any
 
-from rftlab import overrides as ov
-from rftlab.records import RunRecord
-from rftlab.redact import redact
-from rftlab.spec import RunSpec
+from rftlab.fireworks.redact import redact
+from rftlab.launch.spec import RunSpec
+from rftlab.runs import overrides as ov
+from rftlab.runs.records import RunRecord
 
 LINK_FILE = "wandb.json"
 TAG_MAX_CHARS = 64
@@ -86,8 +86,7 @@ def record_run(record: RunRecord, job: dict[str, Any], api: Any = None) -> dict[
     link = record.read_json(LINK_FILE) or {}
     if link.get("url") == url and (link.get("applied", True) or link.get("attempts", 0) >= HOSTED_ATTEMPTS):
         return link
-    meta = record.read_json("meta.json") or {}
-    metadata = run_metadata(meta.get("overrides", []), record.read_config())
+    metadata = run_metadata(record.overrides, record.read_config())
     link = {
         **link,
         "url": url,
@@ -96,7 +95,7 @@ def record_run(record: RunRecord, job: dict[str, Any], api: Any = None) -> dict[
         "entity": wandb_config.get("entity"),
         **metadata,
     }
-    if (meta.get("backend") or {}).get("kind") == "fireworks":
+    if (record.meta.get("backend") or {}).get("kind") == "fireworks":
         link["attempts"] = link.get("attempts", 0) + 1
         try:
             apply_to_hosted_run(wandb_config, metadata, api or _hosted_api())

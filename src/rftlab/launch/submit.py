@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from rftlab import wandb_link
-from rftlab.client import ApiError, ConflictError, FireworksClient, NotFoundError
-from rftlab.connect import Backend, Clients
-from rftlab.plan import InputRef, Plan
-from rftlab.records import RunRecord
-from rftlab.redact import REDACTED, redact
+from rftlab.fireworks.client import ApiError, ConflictError, FireworksClient, NotFoundError
+from rftlab.fireworks.redact import REDACTED, redact
+from rftlab.launch.plan import InputRef, Plan
+from rftlab.runs import wandb_link
+from rftlab.runs.connect import Backend, Clients
+from rftlab.runs.records import RunRecord
 
 READY_TIMEOUT_S = 600.0  # Fireworks builds an evaluator within 10 minutes or fails it
 

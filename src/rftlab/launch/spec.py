@@ -1,6 +1,6 @@
 """The launch config's schema: what `conf/` may say, checked before anything is sent.
 
-Field names are the snake_case config keys; `rftlab.render` maps them to Fireworks' camelCase request body.
+Field names are the snake_case config keys; `rftlab.launch.render` maps them to Fireworks' camelCase request body.
 Every problem is reported as `key=value: what is allowed`, all of them at once.
 """
 
@@ -19,8 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-LossMethod = Literal["grpo", "dapo", "gspo-token"]
-JOB_ID_RULE = "lowercase letters, digits and '-', starting with a letter, at most 63 characters"
+from rftlab.fireworks import contract
+from rftlab.fireworks.contract import LossMethod
 
 
 class Section(BaseModel):
@@ -97,11 +97,11 @@ class EvaluatorSpec(Section):
 
 
 class SamplingSpec(Section):
-    temperature: float = Field(gt=0)
-    top_p: float = Field(gt=0, le=1)
-    top_k: int = Field(ge=0)
-    response_candidates_count: int = Field(ge=2)
-    max_output_tokens: int = Field(ge=0)
+    temperature: float
+    top_p: float
+    top_k: int
+    response_candidates_count: int
+    max_output_tokens: int
     extra_body: dict[str, Any] | None = None
 
     @field_validator("extra_body", mode="before")
@@ -118,25 +118,18 @@ class SamplingSpec(Section):
 
 
 class TrainingSpec(Section):
-    epochs: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
-    max_context_length: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    batch_size_samples: int | None = Field(None, ge=0)
-    gradient_accumulation_steps: int = Field(ge=1)
-    learning_rate_warmup_steps: int = Field(ge=0)
-    optimizer_weight_decay: float | None = Field(None, ge=0)
+    epochs: int
+    learning_rate: float
+    max_context_length: int
+    batch_size: int
+    batch_size_samples: int | None = None
+    gradient_accumulation_steps: int
+    learning_rate_warmup_steps: int
+    optimizer_weight_decay: float | None = None
     lora_rank: int
     loss_method: LossMethod
-    kl_beta: float = Field(ge=0)
+    kl_beta: float
     chunk_size: int
-
-    @field_validator("lora_rank")
-    @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value < 1 or value & (value - 1):
-            raise ValueError("must be a power of two (4, 8, 16, 32, ...)")
-        return value
 
     @field_validator("chunk_size")
     @classmethod
@@ -202,7 +195,7 @@ class RunSpec(Section):
     sampling: SamplingSpec
     training: TrainingSpec
     wandb: WandbSpec
-    job_id: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    job_id: str | None = Field(None, pattern=contract.RESOURCE_ID_PATTERN.pattern)
     output_model: str | None = None
     mcp_server: str | None = None
     dry_run: bool = False
@@ -258,10 +251,43 @@ def _problem(error: dict[str, Any]) -> ConfigProblem:
     return ConfigProblem(key=key, value=error["input"], message=message)
 
 
+def bound_problems(config: dict[str, Any]) -> list[ConfigProblem]:
+    """The values outside what the chosen backend accepts (the contract's bounds for that backend)."""
+    backend = (config.get("backend") or {}).get("kind")
+    if backend not in ("local", "fireworks"):
+        return []  # the schema reports the backend itself
+    problems = []
+    for key, bounds in contract.FIELD_BOUNDS.items():
+        value: Any = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        why = bounds[backend].problem(value) if value is not None else None
+        if why:
+            where = "" if backend == "local" else " on Fireworks"
+            problems.append(ConfigProblem(key=key, value=value, message=why + where))
+    return problems
+
+
+def _position(key: str) -> tuple[int, int]:
+    """Where `key` sits in the config schema, so problems read in the config's order."""
+    section, _, rest = key.partition(".")
+    fields = list(RunSpec.model_fields)
+    if section not in fields:
+        return (len(fields), 0)
+    annotation = RunSpec.model_fields[section].annotation
+    inner = list(getattr(annotation, "model_fields", {}))
+    name = rest.partition(".")[0]
+    return (fields.index(section), inner.index(name) if name in inner else len(inner))
+
+
 def validate(config: dict[str, Any], wandb_api_key_set: bool) -> RunSpec:
     """The resolved config as a `RunSpec`, or `SpecError` listing every problem. The W&B key is never config;
     whether `WANDB_API_KEY` is set decides whether online W&B settings are complete."""
+    problems = bound_problems(config)
     try:
-        return RunSpec.model_validate(config, context={"wandb_api_key_set": wandb_api_key_set})
+        spec = RunSpec.model_validate(config, context={"wandb_api_key_set": wandb_api_key_set})
     except ValidationError as err:
-        raise SpecError([_problem(e) for e in err.errors(include_url=False)]) from None
+        problems += [_problem(e) for e in err.errors(include_url=False)]
+    if problems:
+        raise SpecError(sorted(problems, key=lambda problem: _position(problem.key)))
+    return spec

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from rftlab.redact import redact_text
+from rftlab.fireworks.redact import redact_text
 
 
 class ApiError(RuntimeError):

@@ -19,10 +19,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Column, Table
 
-from rftlab import overrides as ov
-from rftlab.follow import final_metrics, short_state
-from rftlab.records import TERMINAL_STATES, RunRecord, find_runs, latest_launch
-from rftlab.redact import redact_text
+from rftlab.fireworks.contract import TERMINAL_STATES
+from rftlab.fireworks.redact import redact_text
+from rftlab.runs import overrides as ov
+from rftlab.runs.follow import final_metrics, short_state
+from rftlab.runs.records import RunRecord, find_runs, latest_launch
 
 CSV_NAME = "compare.csv"
 PLOT_NAME = "rewards.png"
@@ -52,18 +53,11 @@ def _number(value: Any) -> float | None:
 
 
 def _submitted_point(record: RunRecord, job: dict[str, Any], metrics: list[dict[str, Any]]) -> Point:
-    meta = record.read_json("meta.json") or {}
-    point = Point(record.job_id, ov.experiment_overrides(meta.get("overrides", [])), "", path=record.path)
-    response = record.read_json("response.json") or {}
-    if meta.get("dry_run"):
-        point.state = "dry run"
+    point = Point(record.job_id, ov.experiment_overrides(record.overrides), "", path=record.path)
+    if record.kind != "submitted":
+        point.state, point.error = record.kind, record.error
         return point
-    if not job and "error" in response:
-        error = response["error"]
-        point.state = "refused"
-        point.error = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-        return point
-    point.state = short_state(job.get("state")) if job else "submitted?"
+    point.state = short_state(job.get("state"))
     if job.get("state") == "JOB_STATE_FAILED":
         point.error = (job.get("status") or {}).get("message", "")
     point.rewards = [
@@ -78,21 +72,19 @@ def _submitted_point(record: RunRecord, job: dict[str, Any], metrics: list[dict[
         point.reward_first, point.reward_last = point.rewards[0][1], point.rewards[-1][1]
     point.eval_before = _number(final.get("eval_reward_before"))
     point.eval_after = _number(final.get("eval_reward_after"))
-    request = record.read_json("request.json") or {}
-    training = job.get("trainingConfig") or request.get("body", {}).get("trainingConfig", {})
+    training = job.get("trainingConfig") or record.request_body.get("trainingConfig", {})
     point.output_model = training.get("outputModel") or ""
     return point
 
 
 def _needs_refresh(record: RunRecord) -> bool:
-    meta = record.read_json("meta.json") or {}
-    if meta.get("dry_run") or not (record.path / "job.json").is_file():
-        return False  # never submitted, or refused: nothing on the backend to ask about
+    if record.kind != "submitted":
+        return False  # nothing on the backend to ask about
     return record.state not in TERMINAL_STATES or not (record.path / "metrics.json").is_file()
 
 
 def _recorded(record: RunRecord) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    return record.read_json("job.json") or {}, (record.read_json("metrics.json") or {}).get("metrics", [])
+    return record.job or {}, record.metrics
 
 
 def invalid_points(root: Path) -> list[Point]:
@@ -119,10 +111,10 @@ def collect(root: Path, refresh: bool = True) -> list[Point]:
     if stale:
         import httpx
 
-        from rftlab.auth import CredentialsError
-        from rftlab.client import ApiError
-        from rftlab.connect import Clients
-        from rftlab.follow import refresh as refresh_run
+        from rftlab.fireworks.client import ApiError
+        from rftlab.fireworks.credentials import CredentialsError
+        from rftlab.runs.connect import Clients
+        from rftlab.runs.follow import refresh as refresh_run
         from rftlab.server.daemon import LocalServerError
 
         with Clients() as clients:

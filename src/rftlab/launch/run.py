@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rftlab import render
-from rftlab.hydra_app import Composed
-from rftlab.plan import UNKNOWN_ACCOUNT, Plan
-from rftlab.records import RunRecord, git_state, now_iso, package_versions, write_invalid_point
-from rftlab.redact import redact, redact_text
+from rftlab.fireworks.redact import redact, redact_text
+from rftlab.launch import render
+from rftlab.launch.compose import Composed
+from rftlab.launch.plan import UNKNOWN_ACCOUNT, Plan
+from rftlab.runs.records import RunRecord, git_state, now_iso, package_versions, write_invalid_point
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -149,12 +149,12 @@ def run(composed: Composed) -> int:
 def submit_and_follow(runs: list[tuple[Plan, RunRecord]], multirun: bool) -> int:
     import httpx
 
-    from rftlab.auth import CredentialsError
-    from rftlab.client import ApiError
-    from rftlab.connect import Clients
-    from rftlab.follow import follow, status_table, wide_console
+    from rftlab.fireworks.client import ApiError
+    from rftlab.fireworks.credentials import CredentialsError
+    from rftlab.launch.submit import as_json, describe, submit_all
+    from rftlab.runs.connect import Clients
+    from rftlab.runs.follow import follow, status_table, wide_console
     from rftlab.server.daemon import LocalServerError
-    from rftlab.submit import as_json, describe, submit_all
 
     spec = runs[0][0].spec
     with Clients() as clients:

@@ -1,7 +1,7 @@
 """`rftlab launch` as a Hydra app: compose every point of a launch (one, or many with -m / sweeps=NAME) into plans.
 
 Hydra runs the task once per point; the task only plans (validate, render, record the plan) and collects. Submission
-happens after Hydra returns (`rftlab.launch`), so a sweep is validated completely before its first request.
+happens after Hydra returns (`rftlab.launch.run`), so a sweep is validated completely before its first request.
 
 Two extensions are registered here:
 - the `sweeps` config group, read from the `sweeps/` folder (a config source and a search path entry), so
@@ -12,13 +12,19 @@ Two extensions are registered here:
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hydra import version
+
+# Hydra's public API has no way to add a config source, to reuse its basic sweeper, or to run an app on an argv
+# list instead of sys.argv: those three come from hydra._internal, here and nowhere else (hydra-core is pinned
+# below 1.4 in pyproject.toml for that reason). Hydra's plugin scan re-executes `basic_sweeper`, so the sweeper
+# plugin reads the class off the module when it is defined, never a reference taken earlier.
+from hydra._internal.core_plugins import basic_sweeper
 from hydra._internal.core_plugins.file_config_source import FileConfigSource
+from hydra._internal.utils import _run_hydra, get_args_parser
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
 from hydra.core.plugins import Plugins
@@ -27,9 +33,12 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
-    from rftlab.plan import Plan
+    from rftlab.launch.plan import Plan
 
 from rftlab.paths import ASSETS_DIR, conf_dir, sweeps_dir
+from rftlab.runs.records import new_launch_dir
+
+__all__ = ["Composed", "basic_sweeper", "compose", "register"]
 
 SWEEPS_GROUP = "sweeps"
 
@@ -82,40 +91,22 @@ class SweepsSearchPath(SearchPathPlugin):
         search_path.append(provider="rftlab-sweeps", path=f"{SweepsConfigSource.scheme()}://")
 
 
-_claimed_launch_dirs: dict[str, str] = {}
-
-
-def claim_launch_dir(base: str = "outputs") -> str:
-    """`BASE/<date>/<time with microseconds>`, created here so that no other launch can take it; stable for the
-    rest of this launch (Hydra resolves the run and sweep dirs more than once)."""
-    if base not in _claimed_launch_dirs:
-        stamp = datetime.now()
-        day = Path(base) / stamp.strftime("%Y-%m-%d")
-        day.mkdir(parents=True, exist_ok=True)
-        name, attempt = stamp.strftime("%H-%M-%S-%f"), 1
-        while True:
-            candidate = day / (name if attempt == 1 else f"{name}-{attempt}")
-            try:
-                candidate.mkdir()
-                break
-            except FileExistsError:
-                attempt += 1
-        _claimed_launch_dirs[base] = str(candidate)
-    return _claimed_launch_dirs[base]
-
-
-def new_launch() -> None:
-    """Forget the launch folder of a previous launch in this process."""
-    _claimed_launch_dirs.clear()
-
-
 def asset_path(relative: str) -> str:
     return str(ASSETS_DIR / relative)
 
 
-def register() -> None:
+def register(launch_dirs: dict[str, str] | None = None) -> None:
+    """The sweeps group and the resolvers; `launch_dirs` memoises this launch's folder per base (Hydra resolves
+    the run and sweep dirs more than once)."""
+    claimed = {} if launch_dirs is None else launch_dirs
+
+    def launch_dir(base: str = "outputs") -> str:
+        if base not in claimed:
+            claimed[base] = str(new_launch_dir(Path(base)))
+        return claimed[base]
+
     OmegaConf.register_new_resolver("rftlab.asset", asset_path, replace=True)
-    OmegaConf.register_new_resolver("rftlab.launch_dir", claim_launch_dir, replace=True)
+    OmegaConf.register_new_resolver("rftlab.launch_dir", launch_dir, replace=True)
     Plugins.instance().register(SweepsConfigSource)
     Plugins.instance().register(SweepsSearchPath)
 
@@ -138,32 +129,29 @@ class Composed:
     multirun: bool = False
 
 
-_composed = Composed()
-
-
-def _task(cfg: DictConfig) -> None:
+def _plan_point(cfg: DictConfig, composed: Composed) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-    from rftlab.plan import build_plan
-    from rftlab.spec import SpecError
+    from rftlab.launch.plan import build_plan
+    from rftlab.launch.spec import SpecError
 
     hydra_cfg = HydraConfig.get()
     overrides = [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]  # as typed
-    _composed.launch_dir = Path(hydra_cfg.runtime.output_dir)
-    _composed.cwd = Path(hydra_cfg.runtime.cwd)
-    _composed.multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
-    index = len(_composed.plans) + len(_composed.invalid)
+    composed.launch_dir = Path(hydra_cfg.runtime.output_dir)
+    composed.cwd = Path(hydra_cfg.runtime.cwd)
+    composed.multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    index = len(composed.plans) + len(composed.invalid)
     try:
         config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        _composed.plans.append(build_plan(config, _composed.cwd, overrides))  # type: ignore[arg-type]
+        composed.plans.append(build_plan(config, composed.cwd, overrides))  # type: ignore[arg-type]
     except SpecError as err:
-        _composed.invalid.append(InvalidPoint(index, overrides, [str(p) for p in err.problems]))
+        composed.invalid.append(InvalidPoint(index, overrides, [str(p) for p in err.problems]))
     except MissingMandatoryValue as err:
         problem = f"{err.full_key}: required (the config says ???); set it, e.g. {err.full_key}=VALUE"
-        _composed.invalid.append(InvalidPoint(index, overrides, [problem]))
+        composed.invalid.append(InvalidPoint(index, overrides, [problem]))
     except InterpolationResolutionError as err:
-        _composed.invalid.append(
+        composed.invalid.append(
             InvalidPoint(index, overrides, [f"{err.full_key}: {str(err.msg).splitlines()[0]}"])
         )
 
@@ -173,19 +161,21 @@ def compose(argv: list[str]) -> Composed:
 
     Hydra prints its own errors (an unknown group option lists the available ones) and exits with status 1.
     """
-    import hydra
+    from hydra.core.global_hydra import GlobalHydra
 
-    global _composed
-    _composed = Composed()
-    new_launch()
-    register()
-    app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_task)
-    saved_argv = sys.argv
+    version.setbase("1.3")
+    composed = Composed()
+    register({})
+    parser = get_args_parser()
     # argparse cannot take overrides on both sides of -m; let users put it anywhere
     flags = [arg for arg in argv if arg in ("-m", "--multirun")]
-    sys.argv = ["rftlab launch", *flags, *(arg for arg in argv if arg not in flags)]
-    try:
-        app()
-    finally:
-        sys.argv = saved_argv
-    return _composed
+    args = parser.parse_args([*flags, *(arg for arg in argv if arg not in flags)])
+    GlobalHydra.instance().clear()
+    _run_hydra(
+        args=args,
+        args_parser=parser,
+        task_function=lambda cfg: _plan_point(cfg, composed),
+        config_path=str(conf_dir()),
+        config_name="config",
+    )
+    return composed
