@@ -42,6 +42,8 @@ START_TIMEOUT_S = 120.0
 """How long a worker may take to import the evaluator (the build check's own limit)."""
 OUTPUT_LIMIT_BYTES = 64 << 10
 MAX_ANSWER_BYTES = 1 << 20
+LOG_FD = 2
+"""Where what evaluators print goes (the job worker's stderr is its worker.log)."""
 _ANSWERS, _OUTPUT, _CALLS = "answers", "output", "calls"
 
 
@@ -177,20 +179,26 @@ class _Worker:
                         if not self.pass_on_output():
                             selector.unregister(self.err_fd)
                     elif lines == []:
-                        lines = self.read_lines()
+                        try:
+                            lines = self.read_lines()
+                        except MalformedAnswer:
+                            lines = [b""]
         try:
             answer = json.loads(lines[0]) if lines else None
-            ready, error = answer["ready"], answer.get("error")
-        except (ValueError, TypeError, KeyError):
-            ready, error = False, self.exit_description("the worker exited at start" if lines is None else "")
-        if ready is not True:
-            self.kill()
-            raise JobFailed(f"the evaluator cannot be loaded: {error or self.exit_description('')}")
-
-    def exit_description(self, what: str) -> str:
-        last = self._last_output.decode(errors="replace").strip().splitlines()
-        said = f": {last[-1]}" if last else ""
-        return f"{what or 'the worker sent a malformed start message'}{said}"
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and answer.get("ready") is True:
+            return
+        self.kill()
+        if lines is None:
+            said = self._last_output.decode(errors="replace").strip().splitlines()
+            why = f"the worker exited at start (exit code {self.process.returncode})"
+            why += f": {said[-1]}" if said else ""
+        elif isinstance(answer, dict) and isinstance(answer.get("error"), str):
+            why = answer["error"]
+        else:
+            why = "the worker broke the start protocol"
+        raise JobFailed(f"the evaluator cannot be loaded: {why}")
 
     def read_lines(self) -> list[bytes] | None:
         """The complete lines that have arrived (one read; it blocks only if nothing has); None at end of file.
@@ -212,13 +220,13 @@ class _Worker:
         kept = data[: self._output_left]
         self._output_left -= len(kept)
         self._output_dropped += len(data) - len(kept)
-        _write_all(sys.stderr.fileno(), kept)
+        _write_all(LOG_FD, kept)
         return True
 
     def end_of_call_output(self) -> None:
         if self._output_dropped:
             _write_all(
-                sys.stderr.fileno(),
+                LOG_FD,
                 f"\n[evaluator output over {self.output_limit} bytes in one call: "
                 f"{self._output_dropped} more bytes dropped]\n".encode(),
             )
