@@ -91,5 +91,8 @@ class StepLog:
     def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
         pass
 
+    def rollouts(self, kind: str, step: int, rollouts: list[dict]) -> None:
+        pass
+
     def should_stop(self) -> bool:
         return False

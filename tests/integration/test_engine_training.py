@@ -45,7 +45,11 @@ class Recorder:
     def __init__(self, stop_after_steps: int | None = None):
         self.steps: list[dict] = []
         self.progress_calls: list[tuple] = []
+        self.rollouts_seen: list[tuple[str, int, list[dict]]] = []
         self.stop_after_steps = stop_after_steps
+
+    def rollouts(self, kind, step, rollouts):
+        self.rollouts_seen.append((kind, step, rollouts))
 
     def step(self, metrics):
         self.steps.append(metrics)
@@ -110,6 +114,25 @@ def test_training_raises_the_reward_and_reports_every_step(uninterrupted):
     for step in recorder.steps:  # a step's phases are parts of it; the held-out eval is timed apart
         assert step["gen_seconds"] + step["eval_seconds"] + step["update_seconds"] <= step["step_seconds"]
     assert recorder.progress_calls[-1][0] == pytest.approx(100.0)
+
+
+def test_every_step_and_eval_pass_reports_its_rollouts(uninterrupted):
+    _, recorder, _ = uninterrupted
+    train = [(step, rollouts) for kind, step, rollouts in recorder.rollouts_seen if kind == "train"]
+    assert [step for step, _ in train] == list(range(1, STEPS + 1))  # one optimizer step per round here
+    by_step = {metrics["step"]: metrics for metrics in recorder.steps}
+    for step, rollouts in train:
+        assert len(rollouts) == 4 * 8
+        assert [(r["group"], r["candidate"]) for r in rollouts] == [
+            (g, k) for g in range(4) for k in range(8)
+        ]
+        valid = [r["reward"] for r in rollouts if r["valid"]]
+        assert sum(valid) / len(valid) == pytest.approx(by_step[step]["reward_mean"])
+        assert all(
+            r["messages"][-1] == {"role": "assistant", "content": r["completion_text"]} for r in rollouts
+        )
+    evals = [(step, rollouts) for kind, step, rollouts in recorder.rollouts_seen if kind == "eval"]
+    assert [step for step, _ in evals] == [0, STEPS] and all(len(r) == 30 for _, r in evals)
 
 
 def test_the_output_adapter_loads_with_transformers_and_peft(uninterrupted):

@@ -50,12 +50,46 @@ class Progress:
     stopped_early: bool = False
     """An epoch ended without a single usable group."""
 
+    def add_round(self, epoch: int, shared: dict[str, Any], updates: list[StepStats]) -> list[dict[str, Any]]:
+        """The metrics of each step one rollout round fed, numbered on from the last step. A round whose groups
+        all had equal rewards updates nothing; it still counts as a step (loss 0, groups_dropped_frac 1), so the
+        reward series covers every rollout round."""
+        steps = [{**shared, **step_metrics(update)} for update in updates or [StepStats.none()]]
+        for metrics in steps:
+            self.step += 1
+            metrics.update(step=self.step, epoch=epoch)
+        self.usable_groups_in_epoch += shared["usable_groups"]
+        self.output_tokens += shared["tokens_generated"]
+        self.history.extend(steps)
+        self.last_chunk_steps = len(steps)
+        return steps
+
+    def end_chunk(self, epoch: int, chunk: int, chunks: int, evals: dict[str, float] | None) -> None:
+        """Move past `chunk`; past the epoch too when it was its last (with the epoch's eval reward, if any)."""
+        self.chunk = chunk + 1
+        if self.chunk < chunks:
+            return
+        if evals is not None:
+            self.evals.append(evals)
+            self.history[-1].update(evals)
+        self.stopped_early = self.usable_groups_in_epoch == 0
+        self.epoch, self.chunk, self.usable_groups_in_epoch = epoch + 1, 0, 0
+
 
 @dataclass
 class Timing:
     sample_seconds: float = 0.0
     score_wait_seconds: float = 0.0
     """Waiting for scores once sampling had ended (scoring overlaps sampling)."""
+    update_seconds: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "gen_seconds": self.sample_seconds,
+            "eval_seconds": self.score_wait_seconds,
+            "update_seconds": self.update_seconds,
+            "step_seconds": self.sample_seconds + self.score_wait_seconds + self.update_seconds,
+        }
 
 
 class Prompts:
@@ -141,8 +175,8 @@ def training_sequences(rollouts: list[Rollout], max_tokens: int) -> tuple[list[T
 
 
 def round_metrics(
-    rollouts: list[Rollout], sequences: list[TrainSequence], dropped: int, **extra: Any
-) -> dict:
+    rollouts: list[Rollout], sequences: list[TrainSequence], dropped: int, truncated: int, timing: Timing
+) -> dict[str, Any]:
     """The metrics every step of one rollout round shares."""
     rewards = torch.tensor([r.score.value for r in rollouts if r.score.valid])
     groups = len({r.row_index for r in rollouts})
@@ -154,7 +188,8 @@ def round_metrics(
         "invalid_rollouts": sum(not r.score.valid for r in rollouts),
         "tokens_generated": sum(len(r.completion_ids) for r in rollouts),
         "tokens_trained": sum(len(s.tokens) for s in sequences),
-        **extra,
+        "truncated_sequences": truncated,
+        **timing.metrics(),
     }
 
 
@@ -210,20 +245,29 @@ def final_metrics(progress: Progress) -> dict[str, float]:
     return metrics
 
 
-def report_rollouts(
-    reporter: Reporter, kind: str, step: int, rollouts: list[Rollout], candidates: int
+def report_round(
+    reporter: Reporter,
+    progress: Progress,
+    steps: list[dict[str, Any]],
+    rollouts: list[Rollout],
+    eval_rollouts: list[Rollout],
+    candidates: int,
+    done_chunks: int,
+    total_chunks: int,
 ) -> None:
-    reporter.rollouts(kind, step, [r.record(group=i // candidates) for i, r in enumerate(rollouts)])
+    first_step = steps[0]["step"]
+    reporter.rollouts("train", first_step, [r.record(group=i // candidates) for i, r in enumerate(rollouts)])
+    if eval_rollouts:
+        reporter.rollouts("eval", progress.step, [r.record(group=i) for i, r in enumerate(eval_rollouts)])
+    for metrics in steps:
+        reporter.step(metrics)
+    percent = 100.0 * done_chunks / total_chunks
+    reporter.progress(percent, progress.epoch, progress.step, total_chunks, progress.output_tokens)
 
 
 def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
     settings, K = inputs.settings, inputs.settings.candidates
-    check_rows(inputs.train_rows, "training dataset")
-    if inputs.eval_rows:
-        check_rows(inputs.eval_rows, "evaluation dataset")
-    train_rows, eval_rows = split_rows(
-        inputs.train_rows, inputs.eval_rows, settings.eval_auto_carveout, inputs.seed
-    )
+    train_rows, eval_rows = job_rows(inputs)
     torch.manual_seed(inputs.seed)
     base, tokenizer = load_base_model(inputs.base_model, choose_placement())
     model = attach_adapter(base, settings.training.lora_rank, inputs.warm_start_adapter)
@@ -241,10 +285,14 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
             settings.training.max_context_length,
         )
         prompts = Prompts(tokenizer)
+
+        def evaluate() -> tuple[dict[str, float], list[Rollout]]:
+            return measure_evals(sampler, prompts, pool, eval_rows, settings, inputs.seed)
+
         if eval_rows and not progress.evals:
-            evals, eval_rollouts = measure_evals(sampler, prompts, pool, eval_rows, settings, inputs.seed)
+            evals, eval_rollouts = evaluate()
             progress.evals.append(evals)
-            report_rollouts(reporter, "eval", progress.step, eval_rollouts, 1)
+            reporter.rollouts("eval", 0, [r.record(group=i) for i, r in enumerate(eval_rollouts)])
         for epoch in range(progress.epoch, settings.training.epochs):
             if progress.stopped_early:
                 break
@@ -257,59 +305,33 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 check_invalid_share(rollouts, "chunk")
                 dropped = assign_advantages(rollouts, K)
                 sequences, truncated = training_sequences(rollouts, max_tokens)
-                update_started = time.perf_counter()
+                started = time.perf_counter()
                 batches = pack_sequences(sequences, settings.training.batch_tokens)
                 updates = trainer.train(
                     [build_microbatch(sequences, b, tokenizer.pad_token_id) for b in batches]
                 )
-                shared = round_metrics(
-                    rollouts,
-                    sequences,
-                    dropped,
-                    truncated_sequences=truncated,
-                    gen_seconds=timing.sample_seconds,
-                    eval_seconds=timing.score_wait_seconds,
-                    update_seconds=time.perf_counter() - update_started,
-                    step_seconds=timing.sample_seconds + timing.score_wait_seconds,
+                timing.update_seconds = time.perf_counter() - started
+                steps = progress.add_round(
+                    epoch, round_metrics(rollouts, sequences, dropped, truncated, timing), updates
                 )
-                shared["step_seconds"] += shared["update_seconds"]
-                # a round whose groups all had equal rewards updates nothing; it still counts as a step (loss 0,
-                # groups_dropped_frac 1), so the reward series covers every rollout round
-                steps = [{**shared, **step_metrics(u)} for u in updates or [StepStats.none()]]
-                first_step = progress.step + 1
-                for metrics in steps:
-                    progress.step += 1
-                    metrics.update(step=progress.step, epoch=epoch)
-                progress.usable_groups_in_epoch += shared["usable_groups"]
-                progress.output_tokens += shared["tokens_generated"]
-                progress.chunk = chunk + 1
-                eval_rollouts = []
-                if progress.chunk == len(chunks):  # the epoch is done
-                    if eval_rows:
-                        evals, eval_rollouts = measure_evals(
-                            sampler, prompts, pool, eval_rows, settings, inputs.seed
-                        )
-                        progress.evals.append(evals)
-                        steps[-1].update(evals)
-                    progress.stopped_early = progress.usable_groups_in_epoch == 0
-                    progress.epoch, progress.chunk, progress.usable_groups_in_epoch = epoch + 1, 0, 0
-                progress.history.extend(steps)
-                progress.last_chunk_steps = len(steps)
+                evals, eval_rollouts = evaluate() if eval_rows and chunk + 1 == len(chunks) else (None, [])
+                progress.end_chunk(epoch, chunk, len(chunks), evals)
                 done_chunks = progress.epoch * chunks_per_epoch + progress.chunk
                 save_checkpoint(inputs.checkpoint_dir, done_chunks, model, trainer, progress.__dict__)
-                report_rollouts(reporter, "train", first_step, rollouts, K)
-                if eval_rollouts:
-                    report_rollouts(reporter, "eval", progress.step, eval_rollouts, 1)
-                for metrics in steps:
-                    reporter.step(metrics)
-                reporter.progress(
-                    100.0 * done_chunks / total_chunks,
-                    progress.epoch,
-                    progress.step,
-                    total_chunks,
-                    progress.output_tokens,
-                )
+                report_round(reporter, progress, steps, rollouts, eval_rollouts, K, done_chunks, total_chunks)
     model.save_pretrained(inputs.output_dir)
+    return outcome(progress)
+
+
+def job_rows(inputs: JobInputs) -> tuple[list[Row], list[Row]]:
+    """(rows to train on, rows to measure the eval reward on: possibly none)."""
+    check_rows(inputs.train_rows, "training dataset")
+    if inputs.eval_rows:
+        check_rows(inputs.eval_rows, "evaluation dataset")
+    return split_rows(inputs.train_rows, inputs.eval_rows, inputs.settings.eval_auto_carveout, inputs.seed)
+
+
+def outcome(progress: Progress) -> JobOutcome:
     if progress.stopped_early:
         return JobOutcome(
             EARLY_STOPPED,

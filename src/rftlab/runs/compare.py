@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Column, Table
 
-from rftlab.fireworks.contract import TERMINAL_STATES
+from rftlab.fireworks.contract import FAILED, TERMINAL_STATES
 from rftlab.fireworks.redact import redact_text
 from rftlab.runs import overrides as ov
 from rftlab.runs.follow import final_metrics, short_state
@@ -58,7 +58,7 @@ def _submitted_point(record: RunRecord, job: dict[str, Any], metrics: list[dict[
         point.state, point.error = record.kind, record.error
         return point
     point.state = short_state(job.get("state"))
-    if job.get("state") == "JOB_STATE_FAILED":
+    if job.get("state") == FAILED:
         point.error = (job.get("status") or {}).get("message", "")
     point.rewards = [
         (int(m["step"]), float(m["reward_mean"]))

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from rftlab.fireworks.client import ApiError
-from rftlab.fireworks.contract import SUCCESSFUL_STATES, TERMINAL_STATES
+from rftlab.fireworks.contract import FAILED, SUCCESSFUL_STATES, TERMINAL_STATES
 from rftlab.runs import wandb_link
 from rftlab.runs.connect import Clients
 from rftlab.runs.overrides import run_labels
@@ -54,7 +54,7 @@ def describe_progress(job: dict[str, Any], metrics: list[dict[str, Any]]) -> str
     if "eval_reward_before" in final and "eval_reward_after" in final:
         parts.append(f"eval {final['eval_reward_before']:.3f} -> {final['eval_reward_after']:.3f}")
     message = (job.get("status") or {}).get("message")
-    if job.get("state") == "JOB_STATE_FAILED" and message:
+    if job.get("state") == FAILED and message:
         parts.append(message)
     return ", ".join(parts)
 
