@@ -227,6 +227,24 @@ def test_an_evaluator_that_hangs_at_import_fails_the_job_within_the_start_timeou
     assert time.monotonic() - started < 10
 
 
+def test_closing_the_pool_does_not_wait_for_a_replacement_worker_stuck_at_import(tmp_path):
+    marker = tmp_path / "hang-now"
+    (tmp_path / "fragile.py").write_text(
+        "import os, time\n\n"
+        f"if os.path.exists({str(marker)!r}):\n"
+        "    time.sleep(3600)\n\n"
+        "def evaluate(messages, ground_truth=None, **fields):\n"
+        "    os._exit(3)\n"
+    )
+    pool = EvaluatorPool(EvaluatorCode(tmp_path, "fragile.py", "evaluate"), 1, 10, start_timeout_s=600)
+    marker.touch()  # the replacement for the worker that is about to crash hangs at import
+    assert "died (exit code 3)" in call(pool, "crash").error
+    time.sleep(0.5)
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < 5
+
+
 def test_the_build_check_cannot_leak_a_key_through_its_import_error(server):
     code = server["code"].root
     (code / "leak.py").write_text(f"raise ValueError(open({server['secrets'][0]!r}).read())\n")

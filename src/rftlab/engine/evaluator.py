@@ -42,6 +42,7 @@ START_TIMEOUT_S = 120.0
 """How long a worker may take to import the evaluator (the build check's own limit)."""
 OUTPUT_LIMIT_BYTES = 64 << 10
 MAX_ANSWER_BYTES = 1 << 20
+EXIT_WAIT_S = 0.5
 LOG_FD = 2
 """Where what evaluators print goes (the job worker's stderr is its worker.log)."""
 _ANSWERS, _OUTPUT, _CALLS = "answers", "output", "calls"
@@ -189,10 +190,11 @@ class _Worker:
             answer = None
         if isinstance(answer, dict) and answer.get("ready") is True:
             return
+        exit_code = self.exit_code() if lines is None else None
         self.kill()
         if lines is None:
             said = self._last_output.decode(errors="replace").strip().splitlines()
-            why = f"the worker exited at start (exit code {self.process.returncode})"
+            why = f"the worker exited at start (exit code {exit_code})"
             why += f": {said[-1]}" if said else ""
         elif isinstance(answer, dict) and isinstance(answer.get("error"), str):
             why = answer["error"]
@@ -258,6 +260,12 @@ class _Worker:
         self._unsent = self._unsent[written:]
         return True
 
+    def exit_code(self) -> int | None:
+        """The exit code of a worker whose pipe has closed (the launcher passes it on a moment later)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self.process.wait(EXIT_WAIT_S)
+        return None
+
     def kill(self) -> None:
         """End the worker and everything it started; its scratch folder goes too."""
         self.sandboxed.kill()
@@ -317,6 +325,8 @@ class EvaluatorPool:
         self._started = self._wanted = len(workers)
         self._last_call_s = 0.0
         self._starters: list[threading.Thread] = []
+        self._starting: set[_Worker] = set()
+        """Workers a starter thread is waiting on (guarded by the lock)."""
         self._closed = False
         self._broken: JobFailed | None = None
         """Set when no worker is left and a new one cannot load: every call then fails with this."""
@@ -410,7 +420,7 @@ class EvaluatorPool:
             self._fail_and_retire(worker, f"the evaluator process broke the answer protocol: {error}")
             return
         if lines is None:
-            self._fail_and_retire(worker, f"the evaluator process died (exit code {worker.process.poll()})")
+            self._fail_and_retire(worker, f"the evaluator process died (exit code {worker.exit_code()})")
             return
         for line in lines:
             if worker.sending:
@@ -479,10 +489,22 @@ class EvaluatorPool:
         while True:
             try:
                 worker = self._new_worker()
+            except JobFailed as error:
+                self._lose_a_starting_worker(error)
+                return
+            with self._lock:
+                if self._closed:
+                    worker.kill()
+                    return
+                self._starting.add(worker)
+            try:
                 worker.wait_ready(time.monotonic() + self.start_timeout_s, self.start_timeout_s)
             except JobFailed as error:
                 self._lose_a_starting_worker(error)
                 return
+            finally:
+                with self._lock:
+                    self._starting.discard(worker)
             with self._lock:
                 if self._closed:
                     worker.kill()
@@ -512,6 +534,9 @@ class EvaluatorPool:
             if self._closed:
                 return
             self._closed = True
+            starting = list(self._starting)
+        for worker in starting:  # its starter thread sees the end of its pipes at once instead of waiting
+            worker.sandboxed.stop()
         self._wake()
         self._dispatcher.join()
         for starter in self._starters:

@@ -32,10 +32,14 @@ class SandboxedProcess:
     def pid(self) -> int:
         return self.popen.pid
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group, reap the launcher, close our pipe ends and delete the scratch."""
+    def stop(self) -> None:
+        """SIGKILL the whole process group (and so the PID namespace); safe from any thread."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """`stop`, then reap the launcher, close our pipe ends and delete the scratch."""
+        self.stop()
         self.popen.wait()
         for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
             if stream is not None:
