@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rftlab.server.accounts import account_for_key
+from rftlab.server.dashboard.sessions import SESSION_COOKIE, account_for_session
 from rftlab.server.errors import (
     already_exists,
     describe_validation_errors,
@@ -50,8 +51,13 @@ JsonBody = Annotated[Any, Body()]
 
 
 def key_owner(request: Request, ctx: Ctx) -> str:
-    """The account whose API key is in the `Authorization: Bearer` header."""
+    """The account whose API key is in the `Authorization: Bearer` header; without one, a GET may carry a
+    dashboard session cookie instead (reads only: a cookie never authorises a change)."""
     header = request.headers.get("authorization", "")
+    if not header and request.method == "GET":
+        owner = account_for_session(ctx.store, request.cookies.get(SESSION_COOKIE))
+        if owner is not None:
+            return owner
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise unauthenticated("missing 'Authorization: Bearer <API key>' header")

@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rftlab.server import api_datasets, api_evaluators, api_jobs, api_models, uploads
+from rftlab.server import api_datasets, api_evaluators, api_jobs, api_models, api_rollouts, uploads
 from rftlab.server.api_common import Ctx, ServerContext, key_owner
+from rftlab.server.dashboard import routes as dashboard_routes
 from rftlab.server.errors import ApiError, describe_validation_errors, error_response
 from rftlab.server.layout import StateLayout
 from rftlab.server.scheduler import Scheduler
@@ -63,4 +64,6 @@ def create_app(store: Store, layout: StateLayout, max_running_jobs: int = 1) -> 
 
     for module in (uploads, api_datasets, api_evaluators, api_jobs, api_models):
         app.include_router(module.router)
+    app.include_router(api_rollouts.router)
+    app.include_router(dashboard_routes.router)
     return app

@@ -1,0 +1,148 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven by Selenium): log in,
+see a job's reward curve with one point per step, read a step's rollouts, be refused another account's job, and
+no request leaving 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rollout_fixtures import seed_job
+from server_harness import LocalServer, wait_for
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+STEPS = 12
+
+pytestmark = pytest.mark.slow
+
+
+def chromium_flags() -> list[str]:
+    return [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-default-apps",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1800",
+    ]
+
+
+def start_chromium():
+    """A headless Chromium under Selenium, or a skip naming what is missing."""
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
+    )
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip("Debian's chromium is not installed: apt-get install -y chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in chromium_flags():
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
+        with running.client() as client:
+            seed_job(running, client, "local", "seeded", STEPS)
+        running.other_key = running.add_account("other")
+        with running.client(running.other_key) as client:
+            seed_job(running, client, "other", "theirs", 2)
+        yield running
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = start_chromium()
+    yield driver
+    driver.save_screenshot(str(tmp_path / "last-page.png"))
+    driver.quit()
+
+
+def requested_urls(driver) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def texts(driver, selector: str) -> list[str]:
+    """The text of every element matching `selector`, read in one go (the page re-renders while it polls)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent)", selector
+    )
+
+
+def test_log_in_read_the_curve_and_a_steps_rollouts_and_be_refused_anothers_job(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    job_page = f"{server.base_url}/dashboard/fine-tuning/reinforcement/seeded"
+    browser.get(job_page)
+    assert "/dashboard/login" in browser.current_url
+    browser.find_element(By.ID, "api_key").send_keys(server.local_key())
+    browser.find_element(By.ID, "login").click()
+    wait_for(lambda: browser.current_url == job_page, "the login to lead back to the job page", timeout_s=30)
+
+    wait_for(
+        lambda: texts(browser, f'#chart-reward[data-points="{STEPS}"] canvas'),
+        "the reward curve drawn with one point per step",
+        timeout_s=30,
+    )
+    width = browser.execute_script("return document.querySelector('#chart-reward canvas').width")
+    assert width > 200
+    assert texts(browser, "#chart-reward + .caption") == [f"reward (mean of valid rollouts): {STEPS} points"]
+
+    wait_for(lambda: len(texts(browser, "#groups .group")) == 2, "the latest step's two groups", 30)
+    assert f"step {STEPS}: 8 kept, 6 valid" in texts(browser, "#step-label")[0]
+
+    browser.find_element(By.ID, "step-slider").send_keys(Keys.HOME)  # the first step
+    wait_for(
+        lambda: "The answer is 31" in texts(browser, "#groups .card.best .completion"),
+        "step 1's best completion",
+        timeout_s=30,
+    )
+    assert "step 1: 8 kept" in texts(browser, "#step-label")[0]
+    assert texts(browser, "#groups .card.best .completion mark.trained")[0] == "31"
+    worst = texts(browser, "#groups .card.worst")
+    assert len(worst) == 2 and all("no number in the reply" in card for card in worst)
+    assert "evaluator: exact match" in texts(browser, "#groups .card.best")[0]
+
+    browser.get(f"{server.base_url}/dashboard")
+    wait_for(lambda: texts(browser, '#jobs tr[data-job="seeded"]'), "the job list", 30)
+    assert not texts(browser, '#jobs tr[data-job="theirs"]')
+
+    browser.get(f"{server.base_url}/dashboard/fine-tuning/reinforcement/theirs")
+    missing = wait_for(lambda: texts(browser, "#missing"), "the not-found page", 30)
+    assert missing == ["No job theirs in account local."]
+
+    urls = requested_urls(browser)
+    assert urls and all(url.startswith(server.base_url) for url in urls), [
+        url for url in urls if not url.startswith(server.base_url)
+    ]
+    problems = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    # the only error the pages may log is the 404 of the refused job page
+    assert all("reinforcement/theirs" in problem and "404" in problem for problem in problems), problems
+
+
+def test_the_other_account_sees_its_own_job(server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.base_url}/dashboard/login")
+    browser.find_element(By.ID, "api_key").send_keys(server.other_key)
+    browser.find_element(By.ID, "login").click()
+    browser.get(f"{server.base_url}/dashboard/fine-tuning/reinforcement/theirs")
+    wait_for(lambda: texts(browser, '#chart-reward[data-points="2"]'), "their curve with two points", 30)
+    browser.get(f"{server.base_url}/dashboard/fine-tuning/reinforcement/seeded")
+    assert wait_for(lambda: texts(browser, "#missing"), "the not-found page", 30)

@@ -1,0 +1,117 @@
+"""The rollouts route of a real `rftlab serve`: paging, filters, the kept steps, and who may read them."""
+
+from __future__ import annotations
+
+import pytest
+from rollout_fixtures import seed_job
+from server_harness import LocalServer
+
+JOBS = "/v1/accounts/local/reinforcementFineTuningJobs"
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with server.client() as c:
+        seed_job(server, c, "local", "seeded", STEPS)
+        yield c
+
+
+def all_pages(client, path, **params) -> list[dict]:
+    items, token = [], ""
+    while True:
+        answer = client.get(path, params={**params, "pageToken": token})
+        assert answer.status_code == 200, answer.text
+        items += answer.json()["rollouts"]
+        token = answer.json()["nextPageToken"]
+        if not token:
+            return items
+
+
+def test_a_step_lists_its_groups_in_order_with_every_field_the_engine_reported(client):
+    answer = client.get(f"{JOBS}/seeded/rollouts", params={"step": 3}).json()
+    rollouts = answer["rollouts"]
+    assert answer["nextPageToken"] == ""
+    assert [(r["group"], r["candidate"]) for r in rollouts] == [(g, c) for g in range(2) for c in range(4)]
+    first = rollouts[0]
+    assert first["kind"] == "train" and first["step"] == 3
+    assert first["messages"][0] == {"role": "user", "content": "What is 13+20?"}
+    assert first["completion_text"] == "The answer is 33" and first["reward"] == 1.0
+    assert first["trained_spans"] == [[14, 16]] and first["finish_reason"] == "stop"
+    assert (
+        rollouts[3]["valid"] is False
+        and rollouts[3]["reward"] is None
+        and "ValueError" in rollouts[3]["error"]
+    )
+
+
+def test_pages_cover_every_kept_rollout_once(client):
+    whole = all_pages(client, f"{JOBS}/seeded/rollouts", pageSize=3)
+    assert len(whole) == STEPS * 8
+    assert len({(r["step"], r["group"], r["candidate"]) for r in whole}) == STEPS * 8
+    assert [r["step"] for r in whole] == sorted(r["step"] for r in whole)
+
+
+def test_filters_by_reward_range_validity_and_kind(client):
+    right = all_pages(client, f"{JOBS}/seeded/rollouts", minReward=0.5)
+    assert len(right) == STEPS * 2 and all(r["reward"] == 1.0 for r in right)
+    wrong = all_pages(client, f"{JOBS}/seeded/rollouts", maxReward=0.5, step=2)
+    assert {(r["candidate"], r["reward"]) for r in wrong} == {(1, 0.0), (2, 0.0)}
+    invalid = all_pages(client, f"{JOBS}/seeded/rollouts", valid="false")
+    assert len(invalid) == STEPS * 2 and not any(r["valid"] for r in invalid)
+    best_first = client.get(f"{JOBS}/seeded/rollouts", params={"step": 1, "orderBy": "reward desc"}).json()
+    assert best_first["rollouts"][0]["reward"] == 1.0
+    evals = all_pages(client, f"{JOBS}/seeded/rollouts", kind="eval")
+    assert sorted({r["step"] for r in evals}) == [0, STEPS] and len(evals) == 6
+
+
+def test_the_kept_steps_say_how_many_and_their_mean_reward(client):
+    steps = client.get(f"{JOBS}/seeded/rolloutSteps").json()["steps"]
+    assert [(s["kind"], s["step"]) for s in steps] == [("eval", 0), ("eval", STEPS)] + [
+        ("train", n) for n in range(1, STEPS + 1)
+    ]
+    train_1 = steps[2]
+    assert train_1["count"] == 8 and train_1["validCount"] == 6
+    assert train_1["rewardMean"] == pytest.approx(2 / 6)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"kind": "test"}, "kind: must be one of train, eval"),
+        ({"valid": "maybe"}, "valid: use true or false"),
+        ({"orderBy": "size"}, "orderBy: cannot order by 'size'"),
+        ({"pageToken": "nope"}, "pageToken: not a token this server issued"),
+    ],
+)
+def test_a_bad_query_is_a_400_that_names_the_parameter(client, params, message):
+    answer = client.get(f"{JOBS}/seeded/rollouts", params=params)
+    assert answer.status_code == 400
+    assert message in answer.json()["error"]["message"]
+
+
+def test_no_key_is_401_and_another_accounts_job_is_404(server, client):
+    anonymous = client.get(f"{JOBS}/seeded/rollouts", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    other_key = server.add_account("other")
+    with server.client(other_key) as other:
+        assert other.get(f"{JOBS}/seeded/rollouts").status_code == 404
+        assert other.get("/v1/accounts/other/reinforcementFineTuningJobs/seeded/rollouts").status_code == 404
+        assert (
+            other.get("/v1/accounts/other/reinforcementFineTuningJobs/seeded/rolloutSteps").status_code == 404
+        )
+
+
+def test_deleting_the_job_deletes_its_rollouts(server, client):
+    seed_job(server, client, "local", "short-lived", 2)
+    assert client.get(f"{JOBS}/short-lived/rollouts").json()["rollouts"]
+    assert client.delete(f"{JOBS}/short-lived").status_code == 200
+    seed_job(server, client, "local", "short-lived", 1)  # the same id again starts empty of old steps
+    steps = client.get(f"{JOBS}/short-lived/rolloutSteps").json()["steps"]
+    assert [(s["kind"], s["step"]) for s in steps] == [("eval", 0), ("eval", 1), ("train", 1)]
