@@ -418,7 +418,8 @@ def test_cancel_resume_and_delete_of_a_queued_job(client, ready):
 
 def test_unknown_routes_answer_in_the_same_error_shape(client):
     response = client.get("/v1/accounts/local/nothingHere")
-    assert response.status_code == 404 and error_of(response)["status"] == "NOT_FOUND"
+    assert response.status_code == 501 and error_of(response)["status"] == "UNIMPLEMENTED"
+    assert "GET /v1/accounts/local/nothingHere" in error_of(response)["message"]
 
 
 def test_models_list_is_empty_before_any_job_finished(client):

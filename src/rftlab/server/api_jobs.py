@@ -7,7 +7,7 @@ import shutil
 import uuid
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -31,9 +31,11 @@ from rftlab.server.api_common import (
     short_id,
 )
 from rftlab.server.errors import ApiError, already_exists, failed_precondition, invalid, not_found
+from rftlab.server.resource_routes import refuse_filter
 from rftlab.server.scheduler import kill_worker
 from rftlab.server.schemas import JobRequest, check_resource_id
 from rftlab.server.store import Job, JobMetric, find_resource
+from rftlab.server.unimplemented import refuse_custom_method
 
 router = APIRouter(prefix="/v1/accounts/{account_id}/reinforcementFineTuningJobs")
 ORDER_COLUMNS = {
@@ -162,8 +164,7 @@ def list_jobs(
     orderBy: str | None = None,
     filter: str | None = None,
 ) -> dict:
-    if filter:
-        raise invalid("filter: not supported by the local backend; list without it and filter client-side")
+    refuse_filter(filter)
     page = page_request(pageSize, pageToken, orderBy, set(ORDER_COLUMNS))
     with ctx.store.reading() as session:
         query = select(Job).where(Job.account_id == account_id)
@@ -179,7 +180,12 @@ def _job(session: Session, account_id: str, job_id: str) -> Job:
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
+def get_job_route(job_id: str, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
+    refuse_custom_method(job_id, request)
+    return get_job(job_id, account_id, ctx)
+
+
+def get_job(job_id: str, account_id: str, ctx: Ctx) -> dict:
     with ctx.store.reading() as session:
         return render(_job(session, account_id, job_id))
 
@@ -193,7 +199,8 @@ def job_metrics(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
 
 
 @router.delete("/{job_id}")
-def delete_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
+def delete_job(job_id: str, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
+    refuse_custom_method(job_id, request)
     with ctx.store.session() as session:
         job = _job(session, account_id, job_id)
         if job.state in ACTIVE_STATES and job.worker_pid:

@@ -11,7 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rftlab.server import api_datasets, api_evaluators, api_jobs, api_models, api_rollouts, uploads
+from rftlab.server import (
+    api_datasets,
+    api_evaluators,
+    api_jobs,
+    api_models,
+    api_rollouts,
+    api_secrets,
+    unimplemented,
+    uploads,
+)
 from rftlab.server.api_common import Ctx, ServerContext, key_owner
 from rftlab.server.dashboard import routes as dashboard_routes
 from rftlab.server.errors import ApiError, describe_validation_errors, error_response
@@ -27,6 +36,7 @@ def create_app(store: Store, layout: StateLayout, max_running_jobs: int = 1) -> 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        api_evaluators.fail_interrupted_builds(app.state.context)
         scheduler.start()
         try:
             yield
@@ -62,8 +72,9 @@ def create_app(store: Store, layout: StateLayout, max_running_jobs: int = 1) -> 
         message = f"{request.method} {request.url.path}: {error.detail}"
         return error_response(error.status_code, status, message)
 
-    for module in (uploads, api_datasets, api_evaluators, api_jobs, api_models):
+    for module in (uploads, api_datasets, api_evaluators, api_secrets, api_jobs, api_models):
         app.include_router(module.router)
     app.include_router(api_rollouts.router)
     app.include_router(dashboard_routes.router)
+    app.include_router(unimplemented.router)  # last: it answers 501 for every /v1 route not matched above
     return app

@@ -84,9 +84,8 @@ def install_upload(code_dir: Path, upload: Path, filename: str) -> None:
 
 def _refuse_oversized(archive: tarfile.TarFile, filename: str) -> None:
     """Count members and unpacked bytes before writing anything, so a small archive cannot fill the disk."""
-    unpacked, members = 0, 0
-    for member in archive:
-        members += 1
+    unpacked = 0
+    for members, member in enumerate(archive, start=1):
         unpacked += member.size
         if members > MAX_UNPACKED_FILES or unpacked > MAX_UNPACKED_BYTES:
             raise BuildError(

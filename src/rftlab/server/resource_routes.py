@@ -6,16 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rftlab.fireworks.contract import TERMINAL_STATES
 from rftlab.server.api_common import AccountId, Ctx, fetch_page, get_resource, page_request, rfc3339
-from rftlab.server.errors import failed_precondition
+from rftlab.server.errors import failed_precondition, invalid
 from rftlab.server.layout import StateLayout
 from rftlab.server.store import Job, Resource
+from rftlab.server.unimplemented import refuse_custom_method
 
 ORDER_COLUMNS = {
     "name": Resource.resource_id,
@@ -46,6 +47,12 @@ def referenced_names(spec: dict) -> set[str]:
         )
         if name
     }
+
+
+def refuse_filter(filter: str | None) -> None:
+    """Every list route answers an AIP-160 `filter` the same way: a clear 400, never a silently unfiltered page."""
+    if filter:
+        raise invalid("filter: not supported by the local backend; list without it and filter client-side")
 
 
 def refuse_if_used_by_active_job(session: Session, account_id: str, name: str) -> None:
@@ -83,7 +90,9 @@ def add_list_get_delete(
         pageSize: int | None = None,
         pageToken: str | None = None,
         orderBy: str | None = None,
+        filter: str | None = None,
     ) -> dict:
+        refuse_filter(filter)
         page = page_request(pageSize, pageToken, orderBy, set(order_columns))
         with ctx.store.reading() as session:
             query = select(Resource).where(Resource.account_id == account_id, Resource.kind == kind)
@@ -91,12 +100,14 @@ def add_list_get_delete(
             return {kind: [render(r) for r in rows], "nextPageToken": next_token}
 
     @router.get(item_path, name=f"get_{singular}")
-    def get_one(resource_id: ResourceId, account_id: AccountId, ctx: Ctx) -> dict:
+    def get_one(resource_id: ResourceId, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
+        refuse_custom_method(resource_id, request)
         with ctx.store.reading() as session:
             return render(get_resource(session, account_id, kind, resource_id))
 
     @router.delete(item_path, name=f"delete_{singular}")
-    def delete_one(resource_id: ResourceId, account_id: AccountId, ctx: Ctx) -> dict:
+    def delete_one(resource_id: ResourceId, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
+        refuse_custom_method(resource_id, request)
         with ctx.store.session() as session:
             resource = get_resource(session, account_id, kind, resource_id)
             refuse_if_used_by_active_job(session, account_id, resource.body["name"])
