@@ -164,6 +164,36 @@ def test_resource_limits_bound_memory_and_file_size(tmp_path):
     assert finished.output.split() == ["memory", "bounded", "file", "size", "bounded"]
 
 
+@pytest.mark.skipif(not HOST.mount_namespace, reason="no mount namespaces here")
+def test_the_scratch_folder_is_bounded_in_total_and_invisible_outside(tmp_path):
+    script = """
+        import os, time
+        home, written = os.environ["HOME"], 0
+        try:
+            for i in range(64):  # files under the file-size limit, many of them
+                with open(os.path.join(home, f"f{i}"), "wb") as file:
+                    file.write(b"x" * (1 << 20))
+                written += 1
+        except OSError as error:
+            print("full after", written, error.strerror, flush=True)
+        time.sleep(600)
+        """
+    process = sandbox.start(
+        [sys.executable, "-I", "-c", textwrap.dedent(script)],
+        SandboxPolicy(scratch_bytes=8 << 20, scratch_parent=tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        said = process.popen.stdout.readline().decode()
+        assert said.startswith(("full after 7 No space left", "full after 8 No space left"))
+        assert [path.name for path in process.scratch.iterdir()] == [
+            "tmp"
+        ]  # the host's folder under the tmpfs
+    finally:
+        process.kill()
+
+
 @needs_pid_namespace
 def test_killing_a_sandboxed_process_ends_everything_it_started(tmp_path):
     token = f"{int(time.time() * 1e6) % 10**9}"
@@ -243,7 +273,12 @@ def test_exit_codes_and_deaths_by_signal_come_through_the_launcher(tmp_path):
 
 def test_a_host_without_confinement_refuses_untrusted_code_unless_the_operator_opts_in(tmp_path, monkeypatch):
     bare = Capabilities(
-        landlock_abi=0, user_namespace=False, net_namespace=False, pid_namespace=False, root=False
+        landlock_abi=0,
+        user_namespace=False,
+        net_namespace=False,
+        pid_namespace=False,
+        mount_namespace=False,
+        root=False,
     )
     assert len(bare.missing()) == 2 and "UNSAFE" in bare.describe()
     monkeypatch.setattr(sandbox_host, "capabilities", lambda: bare)

@@ -6,8 +6,9 @@ JSON, what this host offers. SPEC_JSON (built by rftlab.sandbox.process) holds n
 environment is the launcher's own.
 
 Order of steps, each one needing the previous:
-1. unshare the user, network and PID namespaces (a user namespace first, so that an unprivileged process may
-   create the others; as root it also leaves every capability of the host behind);
+1. unshare the user, network, PID and mount namespaces (a user namespace first, so that an unprivileged process
+   may create the others; as root it also leaves every capability of the host behind), and mount a size-bounded
+   tmpfs over the scratch folder;
 2. fork: the child is PID 1 of the new PID namespace, so when it dies the kernel kills everything it forked
    (a child that calls setsid() included); the launcher stays as its parent and passes on its exit status;
 3. in the child: resource limits, PR_SET_NO_NEW_PRIVS, no capabilities, a Landlock domain (read-only and
@@ -68,7 +69,8 @@ WRITE_RIGHTS = (
     | FS_TRUNCATE
 )
 
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 38, 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAPABILITY_VERSION_3 = 0x20080522
@@ -193,6 +195,18 @@ def enter_namespaces(flags: int) -> None:
                 file.write(text)
 
 
+def mount_scratch(scratch: str, size_bytes: int) -> None:
+    """A tmpfs of `size_bytes` over the scratch folder, seen only in our mount namespace and gone with it: what
+    the command writes is bounded in total, not only file by file."""
+    _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")
+    options = f"size={size_bytes},mode=0700".encode()
+    _check(
+        libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options),
+        "mounting the scratch tmpfs",
+    )
+    os.mkdir(os.path.join(scratch, "tmp"))
+
+
 def drop_capabilities() -> None:
     """No capability survives into the command (root's included): bounding set, ambient, then the rest."""
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
@@ -299,6 +313,7 @@ def probe() -> dict:
         "user_namespace": user,
         "net_namespace": can_unshare(base | CLONE_NEWNET),
         "pid_namespace": can_unshare(base | CLONE_NEWPID),
+        "mount_namespace": can_unshare(base | CLONE_NEWNS),
         "root": os.getuid() == 0,
     }
 
@@ -311,9 +326,13 @@ def main(argv: list[str]) -> int:
     flags = (CLONE_NEWUSER if spec["user_namespace"] else 0) | (CLONE_NEWPID if spec["pid_namespace"] else 0)
     if spec["net_namespace"] and not spec["network"]:
         flags |= CLONE_NEWNET
+    if spec["mount_namespace"]:
+        flags |= CLONE_NEWNS
     try:
         if flags:
             enter_namespaces(flags)
+        if spec["mount_namespace"]:
+            mount_scratch(spec["scratch"], spec["scratch_bytes"])
     except (SetupFailed, OSError) as error:
         print(f"sandbox: {error}", file=sys.stderr, flush=True)
         return EXIT_SETUP_FAILED

@@ -25,6 +25,7 @@ class Capabilities:
     user_namespace: bool
     net_namespace: bool
     pid_namespace: bool
+    mount_namespace: bool
     root: bool
 
     @property
@@ -56,6 +57,9 @@ class Capabilities:
             f"Landlock ABI {self.landlock_abi}" if self.landlock_abi else "no Landlock",
             f"network: {self.network_isolation or 'open'}",
             f"process tree: {self.process_tree}",
+            "scratch: a size-bounded tmpfs"
+            if self.mount_namespace
+            else "scratch on disk, its total size unbounded",
             "user namespace" if self.user_namespace else "no user namespace",
         ]
         if self.root:

@@ -91,6 +91,8 @@ class SandboxPolicy:
     """Added to the allowlisted environment: an account's own declared secrets, nothing of the server's."""
     scratch_parent: Path | None = None
     """Where the per-process scratch folders are made (default: the system temp folder)."""
+    scratch_bytes: int = 256 << 20
+    """The scratch folder's total size, where the host has mount namespaces (a tmpfs: it is held in memory)."""
 
     def readable_paths(self) -> list[str]:
         return [*SYSTEM_READ_ONLY, *python_install_paths(), *(str(path) for path in self.read_only)]

@@ -80,6 +80,9 @@ def start(
         "user_namespace": host.user_namespace,
         "net_namespace": host.net_namespace,
         "pid_namespace": host.pid_namespace,
+        "mount_namespace": host.mount_namespace,
+        "scratch": str(scratch),
+        "scratch_bytes": policy.scratch_bytes,
         "parent_pid": os.getpid(),
     }
     launcher = [sys.executable, "-I", "-S", str(ENTER_SCRIPT), json.dumps(spec), "--", *command]
