@@ -194,6 +194,23 @@ def test_the_scratch_folder_is_bounded_in_total_and_invisible_outside(tmp_path):
         process.kill()
 
 
+@pytest.mark.skipif(not HOST.mount_namespace, reason="no mount namespaces here")
+def test_multiprocessing_works_on_a_private_dev_shm(tmp_path):
+    (tmp_path / "parallel.py").write_text(
+        "import multiprocessing, os\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "if __name__ == '__main__':\n"
+        "    with multiprocessing.Pool(2) as pool:\n"
+        "        print(sum(pool.map(square, range(10))))\n"
+        f"    open('/dev/shm/rftlab-{os.getpid()}', 'w').write('x')\n"
+    )
+    policy = SandboxPolicy(read_only=(tmp_path,))
+    finished = sandbox.run([sys.executable, "-I", "parallel.py"], policy, cwd=tmp_path, timeout_s=30)
+    assert finished.output.strip() == "285"
+    assert not Path(f"/dev/shm/rftlab-{os.getpid()}").exists()
+
+
 @needs_pid_namespace
 def test_killing_a_sandboxed_process_ends_everything_it_started(tmp_path):
     token = f"{int(time.time() * 1e6) % 10**9}"

@@ -195,16 +195,20 @@ def enter_namespaces(flags: int) -> None:
                 file.write(text)
 
 
-def mount_scratch(scratch: str, size_bytes: int) -> None:
-    """A tmpfs of `size_bytes` over the scratch folder, seen only in our mount namespace and gone with it: what
-    the command writes is bounded in total, not only file by file."""
+def mount_private_folders(scratch: str, size_bytes: int) -> list[str]:
+    """A tmpfs of `size_bytes` over the scratch folder, and one over /dev/shm (so that multiprocessing works
+    without sharing the host's), seen only in our mount namespace and gone with it: what the command writes is
+    bounded in total, not only file by file. Returns the folders the command may write."""
     _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")
     options = f"size={size_bytes},mode=0700".encode()
-    _check(
-        libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options),
-        "mounting the scratch tmpfs",
-    )
+    mounted = []
+    for folder in (scratch, "/dev/shm"):
+        if os.path.isdir(folder):
+            flags = MS_NOSUID | MS_NODEV
+            _check(libc.mount(b"tmpfs", folder.encode(), b"tmpfs", flags, options), f"mounting {folder}")
+            mounted.append(folder)
     os.mkdir(os.path.join(scratch, "tmp"))
+    return mounted
 
 
 def drop_capabilities() -> None:
@@ -332,7 +336,7 @@ def main(argv: list[str]) -> int:
         if flags:
             enter_namespaces(flags)
         if spec["mount_namespace"]:
-            mount_scratch(spec["scratch"], spec["scratch_bytes"])
+            spec["read_write"] += mount_private_folders(spec["scratch"], spec["scratch_bytes"])
     except (SetupFailed, OSError) as error:
         print(f"sandbox: {error}", file=sys.stderr, flush=True)
         return EXIT_SETUP_FAILED
