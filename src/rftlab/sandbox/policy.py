@@ -44,7 +44,8 @@ SYSTEM_READ_ONLY = (
 """Programs, libraries and the harmless parts of /etc; not /etc as a whole (shadow, ssh host keys), not /home,
 /root, /tmp, /var or /proc (only the process's own /proc entry is added by the launcher)."""
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-"""Read and written like files; every other device is out of reach (no /dev/shm: it is shared by every process)."""
+"""Read and written like files; every other device is out of reach. /dev/shm is the process's own tmpfs where the
+host has mount namespaces (the launcher mounts it), else out of reach: the host's is shared by every process."""
 
 PASSED_ENV = (
     "PATH",
