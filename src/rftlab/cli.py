@@ -21,6 +21,8 @@ verbs:
   compare [DIR]                a sweep's runs side by side: table, compare.csv, rewards.png
   serve [OPTIONS]              run the local Fireworks-compatible backend (rftlab serve --help)
   chat MODEL PROMPT            answer PROMPT with a base model or a trained output model
+  rollouts JOB [--step N]      a job's kept rollouts of a step: each group's best and worst (--worst K,
+                               --best K, --kind eval); the dashboard: http://127.0.0.1:8317/dashboard
 
 start here:
   rftlab launch wait=true      train the bundled tiny model on the local backend (started on demand)
@@ -109,6 +111,7 @@ COMMANDS: dict[str, str] = {
     "compare": "rftlab.runs.compare:main",
     "serve": "rftlab.server.serve:main",
     "chat": "rftlab.cli:chat",
+    "rollouts": "rftlab.runs.rollouts_cli:main",
 }
 
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import httpx
 import pytest
 from rollout_fixtures import seed_job
-from server_harness import LocalServer
+from server_harness import LocalServer, free_port, wait_for
+
+from rftlab.server.rollouts import RolloutPolicy, load_policy
+from rftlab.server.store import Store, sqlite_url
 
 JOBS = "/v1/accounts/local/reinforcementFineTuningJobs"
 STEPS = 5
@@ -115,3 +122,30 @@ def test_deleting_the_job_deletes_its_rollouts(server, client):
     seed_job(server, client, "local", "short-lived", 1)  # the same id again starts empty of old steps
     steps = client.get(f"{JOBS}/short-lived/rolloutSteps").json()["steps"]
     assert [(s["kind"], s["step"]) for s in steps] == [("eval", 0), ("eval", 1), ("train", 1)]
+
+
+def test_the_serve_flags_set_the_policy_the_workers_read(tmp_path):
+    state = tmp_path / "state"
+    serve = [sys.executable, "-m", "rftlab.server.serve", "--state-dir", str(state)]
+    refused = subprocess.run([*serve, "--keep-rollouts", "some"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "use 'all' or 'sample:N'" in refused.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        [*serve, "--port", str(port), "--keep-rollouts", "all", "--rollouts-max-mb", "5"]
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), "the server", timeout_s=60)
+        store = Store(sqlite_url(str(state / "rftlab.db")))
+        with store.reading() as session:
+            assert load_policy(session) == RolloutPolicy(per_step=None, max_bytes=5 * 1024 * 1024)
+        store.dispose()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,6 +1,7 @@
 """`rftlab serve`: run the local backend in the foreground, or stop the one running on a state dir.
 
     rftlab serve [--host 127.0.0.1] [--port 8317] [--state-dir DIR] [--database-url URL] [--max-running-jobs N]
+                 [--keep-rollouts all|sample:N] [--rollouts-max-mb M]
     rftlab serve --stop [--state-dir DIR]
     rftlab serve --add-account ID [--state-dir DIR] [--database-url URL]   (prints a new API key for ID)
 
@@ -23,6 +24,7 @@ from typing import IO
 from rftlab.paths import state_dir
 from rftlab.server.accounts import create_key, ensure_local_account
 from rftlab.server.layout import StateLayout
+from rftlab.server.rollouts import DEFAULT_KEEP, DEFAULT_MAX_MB, RolloutPolicy, save_policy
 from rftlab.server.store import Store, sqlite_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -50,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--add-account", metavar="ID", help="create account ID (if new), print a new API key, exit"
     )
+    parser.add_argument(
+        "--keep-rollouts",
+        default=DEFAULT_KEEP,
+        metavar="all|sample:N",
+        help=f"rollouts kept per step for the dashboard and `rftlab rollouts` (default: {DEFAULT_KEEP}: "
+        "the best and worst of each group first)",
+    )
+    parser.add_argument(
+        "--rollouts-max-mb",
+        type=float,
+        default=DEFAULT_MAX_MB,
+        help=f"disk for kept rollouts, all jobs together; the oldest go first (default: {DEFAULT_MAX_MB})",
+    )
     return parser
 
 
@@ -70,16 +85,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rftlab serve: {error}", file=sys.stderr)
             return 2
         return 0
+    try:
+        rollout_policy = RolloutPolicy.parse(args.keep_rollouts, args.rollouts_max_mb)
+    except ValueError as error:
+        print(f"rftlab serve: {error}", file=sys.stderr)
+        return 2
     lock = _lock(layout)
     if lock is None:
         print(
             f"rftlab serve: another server is using {layout.root} (pid {_read_pid(layout)})", file=sys.stderr
         )
         return 1
-    return _run(args, layout, database_url, lock)
+    return _run(args, layout, database_url, lock, rollout_policy)
 
 
-def _run(args: argparse.Namespace, layout: StateLayout, database_url: str, lock: IO[str]) -> int:
+def _run(
+    args: argparse.Namespace,
+    layout: StateLayout,
+    database_url: str,
+    lock: IO[str],
+    rollout_policy: RolloutPolicy,
+) -> int:
     import uvicorn
 
     from rftlab.server.app import create_app
@@ -87,6 +113,7 @@ def _run(args: argparse.Namespace, layout: StateLayout, database_url: str, lock:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(database_url)
     ensure_local_account(store)
+    save_policy(store, rollout_policy)
     app = create_app(store, layout, args.max_running_jobs)
     layout.pid_file.write_text(f"{os.getpid()}\n")
     print(f"rftlab serve: http://{args.host}:{args.port} (state: {layout.root})", flush=True)

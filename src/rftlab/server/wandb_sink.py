@@ -44,7 +44,16 @@ class TrackedReporter:
         self.inner.progress(percent, epoch, step, total_steps, output_tokens)
 
     def rollouts(self, kind: str, step: int, rollouts: list[dict[str, Any]]) -> None:
+        """Kept by the store; on W&B, one table per step (`rollouts/train`, `rollouts/eval`) holding them all."""
         self.inner.rollouts(kind, step, rollouts)
+        if self.run is None:
+            return
+        try:
+            # W&B drops a row logged below its current step: a chunk's rollouts may arrive after its last step
+            table = rollouts_table(kind, step, rollouts)
+            self.run.log({f"rollouts/{kind}": table}, step=max(step, self.run.step))
+        except Exception as error:  # W&B is reporting, not training
+            print(f"W&B rollouts table of step {step} not logged: {error}", file=sys.stderr, flush=True)
 
     def should_stop(self) -> bool:
         return self.inner.should_stop()
@@ -129,3 +138,48 @@ def end_run(run: Any, exit_code: int) -> None:
 
     run.finish(exit_code=exit_code)
     wandb.teardown(exit_code)
+
+
+ROLLOUT_COLUMNS = (
+    "step",
+    "kind",
+    "row",
+    "group",
+    "candidate",
+    "reward",
+    "valid",
+    "reason",
+    "finish_reason",
+    "prompt",
+    "completion",
+    "advantage",
+    "completion_tokens",
+)
+
+
+def rollouts_table(kind: str, step: int, rollouts: list[dict[str, Any]]) -> Any:
+    import wandb
+
+    def prompt(rollout: dict[str, Any]) -> str:
+        users = [m for m in rollout.get("messages") or [] if m.get("role") == "user"]
+        return str(users[-1].get("content", "")) if users else ""
+
+    rows = [
+        [
+            step,
+            kind,
+            r.get("row_index"),
+            r.get("group"),
+            r.get("candidate"),
+            r.get("reward"),
+            r.get("valid"),
+            r.get("reason") or r.get("error") or "",
+            r.get("finish_reason"),
+            prompt(r),
+            r.get("completion_text", ""),
+            r.get("advantage"),
+            r.get("completion_tokens"),
+        ]
+        for r in rollouts
+    ]
+    return wandb.Table(columns=list(ROLLOUT_COLUMNS), data=rows)

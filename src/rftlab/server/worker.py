@@ -31,6 +31,7 @@ from rftlab.server import wandb_sink
 from rftlab.server.dataset_check import read_rows
 from rftlab.server.job_spec import engine_settings
 from rftlab.server.layout import StateLayout
+from rftlab.server.rollouts import store_rollouts
 from rftlab.server.store import DATABASE_URL_ENV, Job, JobMetric, Resource, Store, find_resource
 
 HEARTBEAT_INTERVAL_S = 2.0
@@ -80,7 +81,8 @@ class StoreReporter:
             session.execute(self._mine().values(progress=progress, update_time=time.time()))
 
     def rollouts(self, kind: str, step: int, rollouts: list[dict[str, Any]]) -> None:
-        pass
+        """A step's (or an eval pass's) rollouts, kept as `rftlab serve --keep-rollouts` says."""
+        store_rollouts(self.store, self.job_seq, kind, step, rollouts)
 
     def should_stop(self) -> bool:
         with self.store.reading() as session:
