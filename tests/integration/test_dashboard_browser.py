@@ -1,6 +1,6 @@
 """The dashboard in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven by Selenium): log in,
 see a job's reward curve with one point per step, read a step's rollouts, be refused another account's job, and
-no request leaving 127.0.0.1."""
+no request leaving 127.0.0.1; then the same for a job the tiny model really trained."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 from rollout_fixtures import seed_job
-from server_harness import LocalServer, wait_for
+from server_harness import (
+    DATASET,
+    EVALUATOR,
+    LocalServer,
+    add_training_inputs,
+    create_job,
+    finished,
+    job_metrics,
+    small_job,
+    wait_for,
+)
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 STEPS = 12
@@ -146,3 +156,40 @@ def test_the_other_account_sees_its_own_job(server, browser):
     wait_for(lambda: texts(browser, '#chart-reward[data-points="2"]'), "their curve with two points", 30)
     browser.get(f"{server.base_url}/dashboard/fine-tuning/reinforcement/seeded")
     assert wait_for(lambda: texts(browser, "#missing"), "the not-found page", 30)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A server that trained a real short job (`real`: 4 steps of the tiny model, an eval before and after)."""
+    with LocalServer.under(tmp_path_factory.mktemp("trained")) as running:
+        with running.client() as client:
+            add_training_inputs(client)
+            create_job(client, "local", "real", small_job(DATASET, EVALUATOR, evalAutoCarveout=True))
+            job = wait_for(lambda: finished(client, "local", "real"), "the job to end", timeout_s=600)
+            assert job["state"] == "JOB_STATE_COMPLETED", job
+            running.steps = len(job_metrics(client, "local", "real"))
+            last = client.get(
+                f"/v1/accounts/local/reinforcementFineTuningJobs/real/rollouts?step={running.steps}"
+            )
+            running.last_step_texts = {r["completion_text"] for r in last.json()["rollouts"]}
+        yield running
+
+
+def test_a_trained_jobs_link_shows_its_curve_and_rollouts(trained, browser):
+    from selenium.webdriver.common.by import By
+
+    job_page = f"{trained.base_url}/dashboard/fine-tuning/reinforcement/real"
+    browser.get(job_page)
+    browser.find_element(By.ID, "api_key").send_keys(trained.local_key())
+    browser.find_element(By.ID, "login").click()
+    wait_for(
+        lambda: texts(browser, f'#chart-reward[data-points="{trained.steps}"] canvas'),
+        f"the reward curve with {trained.steps} points",
+        timeout_s=30,
+    )
+    wait_for(lambda: texts(browser, "#groups .group"), "the last step's groups", 30)
+    assert f"step {trained.steps}: " in texts(browser, "#step-label")[0]
+    shown = texts(browser, "#groups .card .completion")
+    assert shown and set(shown) <= trained.last_step_texts
+    assert texts(browser, "#eval-summary")[0].startswith("eval reward ")
+    assert all(url.startswith(trained.base_url) for url in requested_urls(browser))
