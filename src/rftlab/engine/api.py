@@ -7,6 +7,7 @@ knows nothing about tensors.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +23,10 @@ class EvaluatorCode:
     root: Path
     entry_file: str
     entry_func: str
+    python: Path = Path(sys.executable)
+    """The interpreter of the evaluator's environment (its requirements installed), else the server's."""
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    """Environment variables the evaluator's processes get: its account's secrets."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from rftlab.engine.api import EvaluatorCode, JobFailed
 from rftlab.sandbox import SandboxPolicy, SandboxUnavailable, start
 
 WORKER_SCRIPT = Path(__file__).with_name("evaluator_worker.py")
+EVAL_PROTOCOL_ENTRY = Path(__file__).with_name("eval_protocol_entry.py")
 DEFAULT_SANDBOX = SandboxPolicy()
 START_TIMEOUT_S = 120.0
 """How long a worker may take to import the evaluator (the build check's own limit)."""
@@ -49,10 +50,12 @@ _ANSWERS, _OUTPUT, _CALLS = "answers", "output", "calls"
 
 
 def worker_policy(base: SandboxPolicy, code: EvaluatorCode) -> SandboxPolicy:
-    """`base` plus read access to the evaluator's code and to the worker script."""
-    return dataclasses.replace(
-        base, read_only=(*base.read_only, code.root.resolve(), WORKER_SCRIPT.resolve())
-    )
+    """`base` plus read access to the evaluator's code, its environment and the worker script (with the module
+    it loads for eval-protocol entries), and the account's secrets as environment variables."""
+    readable = [code.root.resolve(), WORKER_SCRIPT.resolve(), EVAL_PROTOCOL_ENTRY.resolve()]
+    if code.python != Path(sys.executable):
+        readable.append(code.python.parent.parent)  # the venv; bin/python links to an allowed interpreter
+    return dataclasses.replace(base, read_only=(*base.read_only, *readable), env={**base.env, **code.env})
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class _Worker:
 
     def __init__(self, code: EvaluatorCode, policy: SandboxPolicy | None, output_limit: int):
         command = [
-            sys.executable,
+            str(code.python),
             "-I",
             "-B",
             str(WORKER_SCRIPT),

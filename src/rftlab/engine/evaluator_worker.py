@@ -45,6 +45,15 @@ def load_entry(root: str, entry_file: str, entry_func: str):
     return function
 
 
+def eval_protocol_adapter():
+    """eval_protocol_entry.py, beside this script (loaded by path: the worker runs isolated, without rftlab)."""
+    path = Path(__file__).with_name("eval_protocol_entry.py")
+    spec = importlib.util.spec_from_file_location("rftlab_eval_protocol_entry", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def as_score(value: Any, what: str) -> float:
     if isinstance(value, numbers.Real):
         return float(value)
@@ -89,7 +98,7 @@ def main(argv: list[str]) -> int:
 
     os.chdir(root)
     try:
-        function = load_entry(root, entry_file, entry_func)
+        function = eval_protocol_adapter().as_evaluator(load_entry(root, entry_file, entry_func))
     except BaseException as error:
         send({"ready": False, "error": describe_error(error)})
         return 1

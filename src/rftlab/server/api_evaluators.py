@@ -234,10 +234,7 @@ def _build(
             python = ensure_environment(ctx.layout.root, requirements, log)
             entry = resolve_entry(code_dir, entry_file, entry_func, body.get("entryPoint"))
             log(f"importing {entry.entry_file} and looking up {entry.entry_func}")
-            if requirements:
-                check_entry(code_dir, entry, python=python)
-            else:
-                check_entry(code_dir, entry)
+            check_entry(code_dir, entry, python=python)
             entry_point = f"{entry.entry_file}::{entry.entry_func}"
             log(f"ACTIVE: entry point {entry_point}")
         except BuildError as failure:

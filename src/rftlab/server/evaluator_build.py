@@ -124,14 +124,16 @@ def resolve_entry(
     return Entry(entry_file=entry_file, entry_func=entry_func or DEFAULT_ENTRY_FUNC)
 
 
-def check_entry(code_dir: Path, entry: Entry) -> None:
+def check_entry(code_dir: Path, entry: Entry, python: Path = Path(sys.executable)) -> None:
     """Import the entry file in a fresh, sandboxed interpreter (rftlab.sandbox: it reads only the system, Python
-    and this code folder, without the server's secrets or network); BuildError says why it failed."""
+    (`python`: the evaluator's environment, when it has one) and this code folder, without the server's secrets or
+    network); BuildError says why it failed."""
     root = code_dir.resolve()
+    readable = (root,) if python == Path(sys.executable) else (root, python.parent.parent)
     try:
         finished = sandbox.run(
             [
-                sys.executable,
+                str(python),
                 "-I",
                 "-B",
                 "-u",
@@ -141,7 +143,7 @@ def check_entry(code_dir: Path, entry: Entry) -> None:
                 entry.entry_file,
                 entry.entry_func,
             ],
-            sandbox.SandboxPolicy(read_only=(root,), limits=sandbox.Limits(cpu_seconds=BUILD_TIMEOUT_S)),
+            sandbox.SandboxPolicy(read_only=readable, limits=sandbox.Limits(cpu_seconds=BUILD_TIMEOUT_S)),
             cwd=root,
             timeout_s=BUILD_TIMEOUT_S,
         )

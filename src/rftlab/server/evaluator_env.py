@@ -136,10 +136,8 @@ def _build(env_dir: Path, requirements: list[str], log: Callable[[str], None]) -
     requirements_file = env_dir / "requirements.txt"
     requirements_file.write_text("\n".join(requirements) + "\n")
     python = env_dir / "bin" / "python"
-    _uv(
-        ["pip", "install", "--only-binary", ":all:", "--python", str(python), "-r", str(requirements_file)],
-        log,
-    )
+    install = ["pip", "install", "--only-binary", ":all:", "--compile-bytecode", "--python", str(python)]
+    _uv([*install, "-r", str(requirements_file)], log)
     site_packages = next((env_dir / "lib").glob("python*/site-packages"))
     (site_packages / "rftlab_offline.pth").write_text(OFFLINE_DEFAULTS_PTH)
     (env_dir / READY_MARKER).write_text("")

@@ -4,7 +4,7 @@ Started by the scheduler with a clean environment (the database URL arrives in `
 from the environment at once). It builds the engine's `JobInputs` from the stored job, runs
 `rftlab.engine.job.run_job`, writes every step's metrics and the progress through the store as they arrive, sends a
 heartbeat, and records how the job ended. It dies with the server (PR_SET_PDEATHSIG), so a killed server leaves no
-orphan training; the next start resumes the job from its last checkpoint.
+orphan training; the next start resumes the job from its last checkpoint. A cancel ends it within a heartbeat.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from sqlalchemy import update
 from rftlab.engine.api import EvaluatorCode, JobFailed, JobInputs, JobOutcome
 from rftlab.fireworks.contract import CANCELLED, FAILED, RUNNING
 from rftlab.server import wandb_sink
+from rftlab.server.api_secrets import account_secrets
 from rftlab.server.dataset_check import read_rows
+from rftlab.server.evaluator_build import BuildError
+from rftlab.server.evaluator_env import evaluator_python
 from rftlab.server.job_spec import engine_settings
 from rftlab.server.layout import StateLayout
 from rftlab.server.rollouts import store_rollouts
@@ -93,17 +96,57 @@ class StoreReporter:
 
 
 def _heartbeat(store: Store, job_seq: int) -> None:
+    """Every HEARTBEAT_INTERVAL_S: tell the scheduler we live, and see whether the job still wants us. A cancel
+    (or a delete, or the job given to another worker) ends this process at once, mid-chunk: the last complete
+    checkpoint is what a resume continues from."""
     while True:
         time.sleep(HEARTBEAT_INTERVAL_S)
         try:
             with store.session() as session:
-                session.execute(
+                mine = session.execute(
                     update(Job)
                     .where(Job.seq == job_seq, Job.worker_pid == os.getpid())
                     .values(heartbeat_at=time.time())
-                )
+                ).rowcount
+                cancelled = mine == 1 and session.get(Job, job_seq).cancel_requested
         except Exception as error:  # a busy database must not kill the job; the next beat retries
             print(f"heartbeat failed: {error}", file=sys.stderr, flush=True)
+            continue
+        if mine == 0 or cancelled:
+            _end_now(store, job_seq, cancelled)
+
+
+def _end_now(store: Store, job_seq: int, cancelled: bool) -> None:
+    """Kill what this worker started (evaluator sandboxes lead their own process groups), record a cancel, and
+    end this process with its whole process group."""
+    print(
+        "the job was cancelled: stopping now" if cancelled else "the job is no longer ours", file=sys.stderr
+    )
+    for pid in _child_pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+    if cancelled:
+        _finish(store, job_seq, CANCELLED, "cancelled; the last checkpoint is kept (:resume continues it)")
+    sys.stderr.flush()
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(0)
+
+
+def _child_pids() -> list[int]:
+    me = str(os.getpid())
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def _wait_until_claimed(store: Store, job_seq: int, timeout_s: float = 30.0) -> Job:
@@ -140,6 +183,11 @@ def build_inputs(store: Store, layout: StateLayout, job: Job) -> JobInputs:
 
     evaluator = _resource(store, account, "evaluators", spec["evaluator"])
     entry_file, _, entry_func = evaluator.body["entryPoint"].partition("::")
+    code_root = layout.evaluator_code(account, evaluator.resource_id)
+    try:
+        python = evaluator_python(layout.root, code_root)
+    except BuildError as error:
+        raise JobFailed(f"evaluator {spec['evaluator']}: {error}") from None
     training = spec["trainingConfig"]
     base_model, warm_start_adapter = training.get("baseModel"), None
     if training.get("warmStartFrom"):
@@ -151,9 +199,11 @@ def build_inputs(store: Store, layout: StateLayout, job: Job) -> JobInputs:
         train_rows=rows(spec["dataset"]),
         eval_rows=rows(spec["evaluationDataset"]) if spec.get("evaluationDataset") else None,
         evaluator=EvaluatorCode(
-            root=layout.evaluator_code(account, evaluator.resource_id),
+            root=code_root,
             entry_file=entry_file,
             entry_func=entry_func,
+            python=python,
+            env=account_secrets(store, layout, account),
         ),
         base_model=base_model,
         warm_start_adapter=warm_start_adapter,
