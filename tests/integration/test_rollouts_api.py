@@ -1,7 +1,9 @@
-"""The rollouts route of a real `rftlab serve`: paging, filters, the kept steps, and who may read them."""
+"""The rollouts route of a real `rftlab serve` (paging, filters, the kept steps, who may read them), and
+`rftlab rollouts` reading it: by run folder, by job id through the run records, by --backend."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ import pytest
 from rollout_fixtures import seed_job
 from server_harness import LocalServer, free_port, wait_for
 
+from rftlab import cli
 from rftlab.server.rollouts import RolloutPolicy, load_policy
 from rftlab.server.store import Store, sqlite_url
 
@@ -124,11 +127,83 @@ def test_deleting_the_job_deletes_its_rollouts(server, client):
     assert [(s["kind"], s["step"]) for s in steps] == [("eval", 0), ("eval", 1), ("train", 1)]
 
 
+@pytest.fixture
+def project(server, tmp_path, monkeypatch):
+    """A project folder with a run record of job `seeded`; HOME is the server's (its key's profile)."""
+    monkeypatch.setenv("HOME", str(server.home))
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "outputs" / "2026-01-01" / "00-00-00" / "seeded"
+    run.mkdir(parents=True)
+    (run / "request.json").write_text("{}")
+    backend = {"kind": "local", "base_url": server.base_url, "account_id": "local", "profile": "rftlab-local"}
+    (run / "meta.json").write_text(json.dumps({"backend": backend}))
+    return run
+
+
+def printed(capsys) -> str:
+    return capsys.readouterr().out
+
+
+def test_the_latest_step_shows_each_groups_best_and_worst(project, capsys):
+    assert cli.main(["rollouts", "seeded"]) == 0
+    out = printed(capsys)
+    assert "seeded train step 5 of 5: 8 kept, 6 valid, mean reward 0.333" in out
+    assert out.count("best") == 2 and out.count("worst") == 2
+    assert "The answer is 35" in out and "What is 15+20?" in out
+    assert "error: ValueError: no number in the reply" in out  # each group's worst is its invalid rollout
+    assert "/dashboard/fine-tuning/reinforcement/seeded" in out
+
+
+def test_a_step_and_the_k_worst_by_run_folder(project, capsys):
+    assert cli.main(["rollouts", str(project), "--step", "2", "--worst", "3"]) == 0
+    out = printed(capsys)
+    assert "train step 2 of 5" in out and out.count("worst") == 3 and "best" not in out.split("\n", 1)[1]
+    assert "The answer is 32" not in out  # the right answers are the best, not among the 3 worst
+
+
+def test_eval_passes_and_an_explicit_backend(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(server.home))
+    monkeypatch.chdir(tmp_path)
+    assert (
+        cli.main(
+            [
+                "rollouts",
+                "accounts/local/reinforcementFineTuningJobs/seeded",
+                "--kind",
+                "eval",
+                "--step",
+                "0",
+                "--backend",
+                server.base_url,
+                "--best",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "eval step 0 of 5: 3 kept" in printed(capsys)
+
+
+def test_unknown_jobs_and_steps_say_what_to_pass(project, server, capsys):
+    assert cli.main(["rollouts", "nobody"]) == 1
+    assert "no run of job nobody under ./outputs" in capsys.readouterr().err
+    assert cli.main(["rollouts", "seeded", "--step", "9"]) == 1
+    assert "kept no train rollouts at step 9; steps kept: 1, 2, 3, 4, 5" in capsys.readouterr().err
+    assert cli.main(["rollouts", "nobody", "--backend", server.base_url]) == 1
+    assert "nobody" in capsys.readouterr().err
+
+
+def test_a_bad_keep_rollouts_flag_stops_serve_before_it_starts(tmp_path):
+    serve = [sys.executable, "-m", "rftlab.server.serve", "--state-dir", str(tmp_path / "state")]
+    refused = subprocess.run([*serve, "--keep-rollouts", "some"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "use 'all' or 'sample:N'" in refused.stderr
+    assert not (tmp_path / "state" / "server.pid").exists()
+
+
+@pytest.mark.slow
 def test_the_serve_flags_set_the_policy_the_workers_read(tmp_path):
     state = tmp_path / "state"
     serve = [sys.executable, "-m", "rftlab.server.serve", "--state-dir", str(state)]
-    refused = subprocess.run([*serve, "--keep-rollouts", "some"], capture_output=True, text=True)
-    assert refused.returncode == 2 and "use 'all' or 'sample:N'" in refused.stderr
     port = free_port()
     server = subprocess.Popen(
         [*serve, "--port", str(port), "--keep-rollouts", "all", "--rollouts-max-mb", "5"]

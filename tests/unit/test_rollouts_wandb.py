@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import select
 from test_wandb_sink import running_job, store  # noqa: F401  (store is a fixture)
 
@@ -36,6 +37,7 @@ def reported(step: int) -> list[dict]:
     ]
 
 
+@pytest.mark.slow  # a W&B run takes seconds to start and finish
 def test_each_steps_rollouts_become_a_wandb_table_and_stored_rows(store, tmp_path):  # noqa: F811
     job = running_job(store, {"enabled": True, "project": "p", "mode": "offline", "runId": "job-w"})
     job_dir = tmp_path / "job"
