@@ -121,8 +121,14 @@ def test_firectl_flags_carry_the_same_values(compose_config, tmp_path, capsys, m
     monkeypatch.chdir(tmp_path)
     overrides = CASES["fireworks_qwen3"]
     assert cli.main(["launch", *overrides, "dry_run=true", "output=flag"]) == 0
-    words = shlex.split(capsys.readouterr().out)
-    assert words[:3] == ["firectl", "create", "reinforcement-fine-tuning-job"]
+    comment, command = capsys.readouterr().out.strip().split("\n")
+    assert comment == (
+        "# firectl has no flag for a separate evaluation dataset (evaluationDataset=accounts/acme/datasets/"
+        "gsm8k-eval); the REST request carries it"
+    )
+    words = shlex.split(command)
+    assert words[:3] == ["firectl", "reinforcement-fine-tuning-job", "create"]
+    assert "--evaluation-dataset" not in words
     flags, rest = {}, words[3:]
     while rest:
         flag, rest = rest[0], rest[1:]
@@ -136,3 +142,27 @@ def test_firectl_flags_carry_the_same_values(compose_config, tmp_path, capsys, m
     assert float(flags["--learning-rate"]) == body["trainingConfig"]["learningRate"]
     assert flags["--account-id"] == "acme"
     assert flags["--eval-auto-carveout"] is True
+
+
+def test_new_job_keys_render_only_when_set_and_reach_firectl(compose_config, tmp_path):
+    from rftlab.launch.render import firectl_command
+
+    default = build_plan(compose_config([]), cwd=tmp_path).body
+    assert not {"displayName", "nodeCount", "maxConcurrentRollouts", "maxConcurrentEvaluations"} & set(
+        default
+    )
+    keys = [
+        "display_name=arith run",
+        "node_count=2",
+        "max_concurrent_rollouts=32",
+        "max_concurrent_evaluations=8",
+    ]
+    plan = build_plan(compose_config(keys), cwd=tmp_path)
+    assert (plan.body["displayName"], plan.body["nodeCount"]) == ("arith run", 2)
+    assert (plan.body["maxConcurrentRollouts"], plan.body["maxConcurrentEvaluations"]) == (32, 8)
+    comment, command = firectl_command(plan.spec, plan.job_id, "local", plan.body).split("\n")
+    assert "a display name (displayName=arith run)" in comment
+    words = shlex.split(command)
+    assert words[words.index("--nodes") + 1] == "2"
+    assert words[words.index("--max-concurrent-rollouts") + 1] == "32"
+    assert words[words.index("--max-concurrent-evaluations") + 1] == "8"

@@ -18,6 +18,12 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from rftlab.fireworks.redact import redact_text
 
+DIRECT_UPLOAD_LIMIT_BYTES = 150 * 1024 * 1024
+"""Fireworks takes a file of up to 150 MB in one `:upload` request; larger ones go through a signed URL."""
+UPLOAD_CHUNK_BYTES = 1 << 20
+Progress = Callable[[int, int], None]
+"""Called with (bytes sent, total bytes) as an upload proceeds."""
+
 
 class ApiError(RuntimeError):
     """A request the backend refused or could not answer; `message` is the server's own."""
@@ -159,12 +165,47 @@ class FireworksClient:
             "POST", self._account("datasets"), json={"datasetId": dataset_id, "dataset": dataset}
         )
 
-    def upload_dataset(self, dataset_id: str, filename: str, content: bytes) -> dict[str, Any]:
+    def upload_dataset(
+        self, dataset_id: str, filename: str, content: bytes, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Up to Fireworks' direct-upload limit in one multipart `:upload`; larger files through a signed URL."""
+        if len(content) > DIRECT_UPLOAD_LIMIT_BYTES:
+            return self._upload_through_signed_url("datasets", dataset_id, filename, content, progress)
         return self.request(
             "POST",
             self._account(f"datasets/{self._tail(dataset_id)}:upload"),
             files={"file": (filename, content, "application/jsonl")},
         )
+
+    def _upload_through_signed_url(
+        self, collection: str, resource_id: str, filename: str, content: bytes, progress: Progress | None
+    ) -> dict[str, Any]:
+        """`:getUploadEndpoint`, a PUT of the file to the URL it returns, then `:validateUpload`."""
+        path = self._account(f"{collection}/{self._tail(resource_id)}")
+        endpoint = self.request(
+            "POST", f"{path}:getUploadEndpoint", json={"filenameToSize": {filename: str(len(content))}}
+        )
+        self._put_signed(endpoint["filenameToSignedUrls"][filename], content, progress)
+        return self.request("POST", f"{path}:validateUpload", json={})
+
+    def _put_signed(self, url: str, content: bytes, progress: Progress | None) -> None:
+        """The PUT carries no Authorization header: the signed URL is its own credential."""
+        size = len(content)
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, size, UPLOAD_CHUNK_BYTES):
+                yield content[start : start + UPLOAD_CHUNK_BYTES]
+                if progress:
+                    progress(min(start + UPLOAD_CHUNK_BYTES, size), size)
+
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+            "X-Goog-Content-Length-Range": f"{size},{size}",
+        }
+        response = httpx.put(url, content=chunks(), headers=headers, timeout=self._http.timeout)
+        if response.is_error:
+            raise _error_from(response)
 
     # evaluators
     def get_evaluator(self, evaluator_id: str) -> dict[str, Any]:
@@ -173,6 +214,16 @@ class FireworksClient:
     def create_evaluator(self, evaluator_id: str, evaluator: dict[str, Any]) -> dict[str, Any]:
         body = {"evaluatorId": evaluator_id, "evaluator": evaluator}
         return self.request("POST", self._account("evaluatorsV2"), json=body)
+
+    def upload_evaluator(
+        self, evaluator_id: str, filename: str, archive: bytes, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """The evaluator's code (a tar.gz of its folder) through the signed-URL flow; the build starts."""
+        return self._upload_through_signed_url("evaluators", evaluator_id, filename, archive, progress)
+
+    def evaluator_build_log_url(self, evaluator_id: str) -> str:
+        path = self._account(f"evaluators/{self._tail(evaluator_id)}:getBuildLogEndpoint")
+        return self.request("GET", path).get("buildLogSignedUri", "")
 
     # reinforcement fine-tuning jobs
     def _job(self, job_id: str, suffix: str = "") -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rftlab.fireworks.credentials import auth_ini_path, read_auth_ini
 from rftlab.fireworks.redact import REDACTED, redact
-from rftlab.launch import ids, render
+from rftlab.launch import evaluator_pack, ids, render, source_job
 from rftlab.launch.spec import ConfigProblem, RunSpec, SpecError, validate
 from rftlab.runs import wandb_link
 
@@ -128,6 +128,35 @@ def _local_input(
     return LocalInput(path=path, sha256=sha, resource_id=ids.with_hash(slug, digest), max_rows=max_rows)
 
 
+def _package_sha256(path: str, entry_func: str) -> str:
+    """What backend=fireworks uploads is the evaluator's whole folder, packed: its hash names the evaluator."""
+    try:
+        return evaluator_pack.pack(Path(path), entry_func).sha256
+    except (ValueError, SyntaxError) as error:
+        raise SpecError([ConfigProblem(key="evaluator.path", value=path, message=str(error))]) from None
+
+
+def _read_source_job(spec: RunSpec) -> dict[str, Any]:
+    """The job `source_job` names, read from the launch's backend."""
+    import httpx
+
+    from rftlab.fireworks.client import ApiError
+    from rftlab.fireworks.credentials import CredentialsError
+    from rftlab.runs.connect import Backend, connect
+
+    backend, account = spec.backend, resolve_account(spec)
+    if account is None:
+        raise SpecError(
+            [ConfigProblem(key="backend.account_id", value=None, message="needed to read source_job")]
+        )
+    try:
+        with connect(Backend(backend.kind, backend.base_url, account, backend.profile)) as client:
+            return client.get_job(str(spec.source_job))
+    except (ApiError, CredentialsError, httpx.HTTPError) as error:
+        message = f"cannot read the job to copy from {backend.base_url}: {error}"
+        raise SpecError([ConfigProblem(key="source_job", value=spec.source_job, message=message)]) from None
+
+
 def resolve_account(spec: RunSpec) -> str | None:
     """The account from config, else the profile's auth.ini, else `FIREWORKS_ACCOUNT_ID`."""
     backend = spec.backend
@@ -151,9 +180,10 @@ def _inputs(spec: RunSpec, account: str) -> tuple[InputRef, InputRef, InputRef |
     else:
         dataset = InputRef(ids.resource_name(account, "datasets", str(data.id)))
     if evaluator.path:
-        local = _local_input(
-            "evaluator.path", evaluator.path, Path(evaluator.path).stem, salt=str(evaluator.entry_func)
-        )
+        salt = str(evaluator.entry_func)
+        if spec.backend.kind == "fireworks" and Path(evaluator.path).is_file():
+            salt += ":" + _package_sha256(evaluator.path, salt)
+        local = _local_input("evaluator.path", evaluator.path, Path(evaluator.path).stem, salt=salt)
         scorer = InputRef(ids.resource_name(account, "evaluators", local.resource_id), local)
     else:
         scorer = InputRef(ids.resource_name(account, "evaluators", str(evaluator.id)))
@@ -179,6 +209,9 @@ def build_plan(config: dict[str, Any], cwd: Path, overrides: list[str] | None = 
     """Validate one resolved config and render its request; `SpecError` names every problem."""
     config = absolutize_paths(config, cwd)
     spec = validate(config, wandb_api_key_set=bool(os.environ.get("WANDB_API_KEY")))
+    if spec.source_job:
+        config = source_job.apply(config, _read_source_job(spec), list(overrides or []))
+        spec = validate(config, wandb_api_key_set=bool(os.environ.get("WANDB_API_KEY")))
     account = resolve_account(spec)
     if account is None:
         if not spec.dry_run:

@@ -62,7 +62,15 @@ def request_body(spec: RunSpec, inputs: InputNames, wandb_api_key: str | None) -
         ),
         "lossConfig": {"method": LOSS_METHODS[training.loss_method], "klBeta": training.kl_beta},
         "chunkSize": training.chunk_size,
-        **_present({"mcpServer": spec.mcp_server}),
+        **_present(
+            {
+                "mcpServer": spec.mcp_server,
+                "displayName": spec.display_name,
+                "nodeCount": spec.node_count,
+                "maxConcurrentRollouts": spec.max_concurrent_rollouts,
+                "maxConcurrentEvaluations": spec.max_concurrent_evaluations,
+            }
+        ),
     }
     if spec.wandb.enabled:
         body["wandbConfig"] = _present(
@@ -78,8 +86,16 @@ def request_body(spec: RunSpec, inputs: InputNames, wandb_api_key: str | None) -
     return body
 
 
+FIRECTL_INEXPRESSIBLE = {
+    "evaluationDataset": "a separate evaluation dataset",
+    "displayName": "a display name",
+}
+"""Request fields that `firectl reinforcement-fine-tuning-job create` has no flag for."""
+
+
 def firectl_command(spec: RunSpec, job_id: str, account_id: str | None, body: dict[str, Any]) -> str:
-    """The equivalent `firectl create reinforcement-fine-tuning-job` command line (W&B key from the environment)."""
+    """The equivalent `firectl reinforcement-fine-tuning-job create` command line (W&B key from the
+    environment), only with flags firectl has; a `#` line before it names what no flag can express."""
     training, inference, loss = body["trainingConfig"], body["inferenceParameters"], body["lossConfig"]
     flags: list[tuple[str, Any]] = [
         ("--job-id", job_id),
@@ -88,7 +104,6 @@ def firectl_command(spec: RunSpec, job_id: str, account_id: str | None, body: di
         ("--output-model", training.get("outputModel")),
         ("--dataset", body["dataset"]),
         ("--evaluator", body["evaluator"]),
-        ("--evaluation-dataset", body.get("evaluationDataset")),
         ("--mcp-server", body.get("mcpServer")),
         ("--epochs", training["epochs"]),
         ("--learning-rate", training["learningRate"]),
@@ -108,8 +123,11 @@ def firectl_command(spec: RunSpec, job_id: str, account_id: str | None, body: di
         ("--response-candidates-count", inference["responseCandidatesCount"]),
         ("--max-output-tokens", inference["maxOutputTokens"]),
         ("--extra-body", inference.get("extraBody")),
+        ("--max-concurrent-rollouts", body.get("maxConcurrentRollouts")),
+        ("--max-concurrent-evaluations", body.get("maxConcurrentEvaluations")),
+        ("--nodes", body.get("nodeCount")),
     ]
-    words = ["firectl", "create", "reinforcement-fine-tuning-job"]
+    words = ["firectl", "reinforcement-fine-tuning-job", "create"]
     for flag, value in flags:
         if value is not None:
             words += [flag, shlex.quote(str(value))]
@@ -127,7 +145,13 @@ def firectl_command(spec: RunSpec, job_id: str, account_id: str | None, body: di
         words += ["--profile", shlex.quote(spec.backend.profile)]
     if spec.quiet:
         words.append("--quiet")
-    return " ".join(words)
+    missing = [
+        f"{what} ({field}={body[field]})" for field, what in FIRECTL_INEXPRESSIBLE.items() if body.get(field)
+    ]
+    comment = (
+        f"# firectl has no flag for {', '.join(missing)}; the REST request carries it\n" if missing else ""
+    )
+    return comment + " ".join(words)
 
 
 def summary(spec: RunSpec, job_id: str, url: str, body: dict[str, Any]) -> str:

@@ -197,7 +197,12 @@ class RunSpec(Section):
     wandb: WandbSpec
     job_id: str | None = Field(None, pattern=contract.RESOURCE_ID_PATTERN.pattern)
     output_model: str | None = None
+    display_name: str | None = Field(None, min_length=1, max_length=255)
     mcp_server: str | None = None
+    max_concurrent_rollouts: int | None = None
+    max_concurrent_evaluations: int | None = None
+    node_count: int | None = None
+    source_job: str | None = Field(None, min_length=1)
     dry_run: bool = False
     wait: bool = False
     output: Literal["text", "json", "flag"] = "text"

@@ -8,7 +8,6 @@ existing job is fetched, compared with the request and recorded, so a repeated l
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -20,7 +19,9 @@ from typing import Any
 
 from rftlab.fireworks.client import ApiError, ConflictError, FireworksClient, NotFoundError
 from rftlab.fireworks.redact import REDACTED, redact
+from rftlab.launch import evaluator_pack
 from rftlab.launch.plan import InputRef, Plan
+from rftlab.launch.progress import Progress
 from rftlab.runs import wandb_link
 from rftlab.runs.connect import Backend, Clients
 from rftlab.runs.records import RunRecord
@@ -42,36 +43,63 @@ class Submitted:
 
 
 def _wait_for_state(
-    fetch: Callable[[], dict[str, Any]], ready: str, failed: set[str], what: str, poll_s: float
+    fetch: Callable[[], dict[str, Any]],
+    ready: str,
+    failed: set[str],
+    what: str,
+    poll_s: float,
+    progress: Progress,
+    explain: Callable[[], str] = lambda: "",
 ) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    """Poll until `ready`, showing the state meanwhile; a failed state raises with the backend's own message
+    (verbatim) and whatever `explain` adds, such as where the build log is."""
+    started = time.monotonic()
+    deadline = started + READY_TIMEOUT_S
     while True:
         resource = fetch()
         state = resource.get("state")
         if state == ready:
+            if time.monotonic() - started > poll_s:
+                progress.finished(f"{what}: {state}")
             return
         if state in failed:
             message = (resource.get("status") or {}).get("message", "")
-            raise SubmitError(f"{what} is {state}: {message}")
+            raise SubmitError(f"{what} is {state}: {message}{explain()}")
         if time.monotonic() > deadline:
             raise SubmitError(f"{what} still {state} after {READY_TIMEOUT_S:.0f} s")
+        progress.waiting(what, str(state), time.monotonic() - started)
         time.sleep(poll_s)
 
 
-def ensure_dataset(client: FireworksClient, ref: InputRef, poll_s: float) -> None:
+def example_count(content: bytes) -> int:
+    return sum(1 for line in content.splitlines() if line.strip())
+
+
+def ensure_dataset(client: FireworksClient, ref: InputRef, poll_s: float, progress: Progress) -> None:
+    """Create the dataset as Fireworks expects an uploaded one (`userUploaded`, `exampleCount`, `format`), then
+    upload its rows: one `:upload` up to 150 MB, the signed-URL flow (with a progress bar) beyond."""
     local = ref.local
     assert local is not None
     try:
         dataset = client.get_dataset(local.resource_id)
     except NotFoundError:
+        content = local.content()
+        body = {
+            "displayName": local.upload_name,
+            "userUploaded": {},
+            "exampleCount": str(example_count(content)),
+            "format": "FORMAT_UNSPECIFIED",
+        }
         try:
-            dataset = client.create_dataset(local.resource_id, {"displayName": local.upload_name})
+            dataset = client.create_dataset(local.resource_id, body)
         except ConflictError:
             dataset = client.get_dataset(local.resource_id)
     if dataset.get("state") == "UPLOADING":
-        client.upload_dataset(local.resource_id, local.upload_name, local.content())
+        client.upload_dataset(
+            local.resource_id, local.upload_name, local.content(), progress.upload(local.upload_name)
+        )
     _wait_for_state(
-        lambda: client.get_dataset(local.resource_id), "READY", set(), f"dataset {ref.name}", poll_s
+        lambda: client.get_dataset(local.resource_id), "READY", set(), f"dataset {ref.name}", poll_s, progress
     )
 
 
@@ -98,20 +126,51 @@ def evaluator_body(ref: InputRef, entry_func: str) -> dict[str, Any]:
     }
 
 
-def ensure_evaluator(client: FireworksClient, ref: InputRef, entry_func: str, poll_s: float) -> None:
+def ensure_evaluator(
+    client: FireworksClient, ref: InputRef, entry_func: str, hosted: bool, poll_s: float, progress: Progress
+) -> None:
+    """Create the evaluator (named by content hash, so an unchanged one is found and reused) and wait for
+    ACTIVE. `hosted` (backend=fireworks): as Fireworks takes it, a tar.gz of the evaluator's folder whose entry
+    is an @evaluation_test (generated for a plain evaluator file) through evaluatorsV2, :getUploadEndpoint, a PUT
+    and :validateUpload; otherwise the file's code inline."""
     local = ref.local
     assert local is not None
     try:
         client.get_evaluator(local.resource_id)
     except NotFoundError:
-        with contextlib.suppress(ConflictError):  # another launch created it meanwhile
-            client.create_evaluator(local.resource_id, evaluator_body(ref, entry_func))
+        try:
+            if hosted:
+                package = evaluator_pack.pack(local.path, entry_func)
+                body = {
+                    "displayName": local.path.name,
+                    "description": f"{local.path.name}::{entry_func}, packed by rftlab",
+                    "entryPoint": package.entry_point,
+                }
+                client.create_evaluator(local.resource_id, body)
+                archive = package.tar_gz()
+                client.upload_evaluator(
+                    local.resource_id, package.archive_name, archive, progress.upload(package.archive_name)
+                )
+            else:
+                client.create_evaluator(local.resource_id, evaluator_body(ref, entry_func))
+        except ConflictError:  # another launch created it meanwhile
+            pass
+
+    def where_the_log_is() -> str:
+        try:
+            url = client.evaluator_build_log_url(local.resource_id)
+        except ApiError:
+            return ""
+        return f"\nbuild log: {url}" if url else ""
+
     _wait_for_state(
         lambda: client.get_evaluator(local.resource_id),
         "ACTIVE",
         {"BUILD_FAILED"},
         f"evaluator {ref.name}",
         poll_s,
+        progress,
+        where_the_log_is,
     )
 
 
@@ -177,6 +236,8 @@ def submit_job(client: FireworksClient, plan: Plan, record: RunRecord) -> Submit
 
 def _upload_inputs(client: FireworksClient, plans: list[Plan], poll_s: float) -> dict[str, str]:
     """Upload each distinct local input once; the error per resource name for those that failed."""
+    progress = Progress(quiet=plans[0].spec.quiet or plans[0].spec.output == "json")
+    hosted = plans[0].spec.backend.kind == "fireworks"
     errors: dict[str, str] = {}
     done: set[str] = set()
     for plan in plans:
@@ -191,9 +252,9 @@ def _upload_inputs(client: FireworksClient, plans: list[Plan], poll_s: float) ->
             done.add(ref.name)
             try:
                 if entry_func is None:
-                    ensure_dataset(client, ref, poll_s)
+                    ensure_dataset(client, ref, poll_s, progress)
                 else:
-                    ensure_evaluator(client, ref, entry_func, poll_s)
+                    ensure_evaluator(client, ref, entry_func, hosted, poll_s, progress)
             except (ApiError, SubmitError) as err:
                 errors[ref.name] = str(err)
     return errors
