@@ -2,9 +2,10 @@
 exactly where it stopped.
 
 Each checkpoint is a folder `step-NNNNNN/` holding the adapter in PEFT format (usable for a warm start),
-`state.pt` (optimizer, scheduler, RNG), `progress.json` (the job's position and metric history: plain data,
-which `torch.save` pickles object by object, slowly once the history is long), and a `COMPLETE` marker written last: a checkpoint interrupted half-way is ignored, and older ones
-are removed only once a newer one is complete.
+`state.pt` (optimizer, scheduler, RNG: tensors and plain numbers only, loaded with `torch.load(weights_only=True)`,
+so a planted file cannot run code), `progress.json` (the job's position and metric history: plain data, which
+`torch.save` pickles object by object, slowly once the history is long), and a `COMPLETE` marker written last: a
+checkpoint interrupted half-way is ignored, and older ones are removed only once a newer one is complete.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def _complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return sorted(path for path in checkpoint_dir.glob("step-*") if (path / MARKER).exists())
 
 
+def _python_rng_state() -> list:
+    """`random.getstate()` as lists and numbers (what a weights-only load gives back)."""
+    version, internal, gauss_next = random.getstate()
+    return [version, list(internal), gauss_next]
+
+
 def save_checkpoint(
     checkpoint_dir: Path, index: int, model: PeftModel, trainer: Trainer, progress: dict[str, Any]
 ):
@@ -46,7 +53,7 @@ def save_checkpoint(
         "scheduler": trainer.scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "python_rng": random.getstate(),
+        "python_rng": _python_rng_state(),
     }
     torch.save(state, folder / "state.pt")
     (folder / PROGRESS_FILE).write_text(json.dumps(progress))
@@ -63,11 +70,12 @@ def restore_checkpoint(checkpoint_dir: Path, model: PeftModel, trainer: Trainer)
         return None
     folder = found[-1]
     set_peft_model_state_dict(model, load_file(folder / "adapter" / "adapter_model.safetensors"))
-    state = torch.load(folder / "state.pt", weights_only=False)
+    state = torch.load(folder / "state.pt", weights_only=True)
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    random.setstate(state["python_rng"])
+    version, internal, gauss_next = state["python_rng"]
+    random.setstate((version, tuple(internal), gauss_next))
     return json.loads((folder / PROGRESS_FILE).read_text())

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 
@@ -27,12 +28,14 @@ from rftlab.server.errors import (
     unauthenticated,
 )
 from rftlab.server.layout import StateLayout
+from rftlab.server.limits import ServerLimits
 from rftlab.server.store import Resource, Store, find_resource
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+MAX_PAGE_OFFSET = 1 << 31
 
 
 @dataclass
@@ -40,6 +43,7 @@ class ServerContext:
     store: Store
     layout: StateLayout
     wake_scheduler: Callable[[], None]
+    limits: ServerLimits = dataclass_field(default_factory=ServerLimits)
 
 
 def context(request: Request) -> ServerContext:
@@ -143,8 +147,10 @@ def page_request(
     offset = 0
     if page_token:
         try:
-            offset = int(json.loads(base64.urlsafe_b64decode(page_token.encode()))["offset"])
-        except (binascii.Error, ValueError, KeyError, TypeError):
+            offset = json.loads(base64.urlsafe_b64decode(page_token.encode()))["offset"]
+            if not isinstance(offset, int) or not 0 <= offset <= MAX_PAGE_OFFSET:
+                raise ValueError(offset)
+        except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
             raise invalid(
                 "pageToken: not a token this server issued; pass nextPageToken as returned"
             ) from None

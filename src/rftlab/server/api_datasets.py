@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +21,8 @@ from rftlab.server.api_common import (
     parse_body,
 )
 from rftlab.server.dataset_check import check_dataset_file
-from rftlab.server.errors import failed_precondition, invalid
+from rftlab.server.errors import ApiError, failed_precondition, invalid
+from rftlab.server.limits import flag
 from rftlab.server.resource_routes import STATEFUL_ORDER_COLUMNS, add_list_get_delete, render
 from rftlab.server.schemas import DatasetCreate, check_resource_id
 from rftlab.server.store import Resource
@@ -79,17 +80,40 @@ def upload_dataset(
     file: Annotated[UploadFile, File()],
 ) -> dict:
     _expect_uploading(ctx, account_id, dataset_id)
-    with tempfile.NamedTemporaryFile(dir=ctx.layout.root, delete=False, suffix=".upload") as staged:
-        shutil.copyfileobj(file.file, staged)
-    size = Path(staged.name).stat().st_size
-    _install(ctx, account_id, dataset_id, Path(staged.name), file.filename or "data.jsonl")
+    filename = uploads.check_file_name(file.filename or "data.jsonl", "file")
+    staged = _stage(ctx, file)
+    size = staged.stat().st_size
+    _install(ctx, account_id, dataset_id, staged, filename)
     return {
         "id": dataset_id,
         "object": "file",
         "bytes": size,
-        "filename": file.filename,
+        "filename": filename,
         "created_at": int(now()),
     }
+
+
+def _stage(ctx: ServerContext, file: UploadFile) -> Path:
+    """The multipart file copied into the uploads folder, at most `--max-upload-mb` of it (the request's own bound
+    stops a larger one first; this one holds whatever the multipart framing around it)."""
+    ctx.layout.uploads_dir.mkdir(parents=True, exist_ok=True)
+    staged = ctx.layout.upload_file(f"{secrets.token_urlsafe(16)}.multipart")
+    limit = ctx.limits.upload_bytes
+    copied = 0
+    with staged.open("wb") as out:
+        while chunk := file.file.read(1 << 20):
+            copied += len(chunk)
+            if copied > limit:
+                out.close()
+                staged.unlink(missing_ok=True)
+                raise ApiError(
+                    413,
+                    "INVALID_ARGUMENT",
+                    f"file: larger than {limit:,} bytes, this server's limit ({flag('max_upload_mb')}); "
+                    "upload it through :getUploadEndpoint",
+                )
+            out.write(chunk)
+    return staged
 
 
 @router.post("/datasets/{dataset_id}:getUploadEndpoint")
@@ -127,7 +151,7 @@ def _refuse_unless_uploading(dataset: Resource) -> None:
 def _install(ctx: ServerContext, account_id: str, dataset_id: str, staged: Path, filename: str) -> dict:
     """Validate the staged file; keep it as the dataset's rows (state READY), or refuse it naming bad lines."""
     try:
-        report = check_dataset_file(staged)
+        report = check_dataset_file(staged, ctx.limits)
         if report.problem_count:
             message = f"{filename}: {report.summary()}"
             _set_status(ctx, account_id, dataset_id, "INVALID_ARGUMENT", message)

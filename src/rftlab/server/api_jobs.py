@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,7 +30,16 @@ from rftlab.server.api_common import (
     rfc3339,
     short_id,
 )
-from rftlab.server.errors import ApiError, already_exists, failed_precondition, invalid, not_found
+from rftlab.server.errors import (
+    ApiError,
+    already_exists,
+    failed_precondition,
+    invalid,
+    not_found,
+    resource_exhausted,
+)
+from rftlab.server.job_secrets import seal
+from rftlab.server.limits import flag
 from rftlab.server.resource_routes import refuse_filter
 from rftlab.server.scheduler import kill_worker
 from rftlab.server.schemas import JobRequest, check_resource_id
@@ -88,6 +97,7 @@ def create_job(
         with ctx.store.session() as session:
             if session.scalar(select(Job.seq).where(Job.account_id == account_id, Job.job_id == job_id)):
                 raise already_exists(name)
+            _refuse_over_quota(session, account_id, ctx.limits.max_queued_jobs_per_account)
             _resolve_references(session, account_id, job_id, spec)
             session.add(
                 Job(
@@ -95,7 +105,7 @@ def create_job(
                     job_id=job_id,
                     display_name=spec.get("displayName") or job_id,
                     spec=spec,
-                    secrets=secrets,
+                    secrets=seal(ctx.layout.root, secrets),
                     state=PENDING,
                     status_message="queued",
                 )
@@ -104,6 +114,19 @@ def create_job(
         raise already_exists(name) from None
     ctx.wake_scheduler()
     return get_job(job_id, account_id, ctx)
+
+
+def _refuse_over_quota(session: Session, account_id: str, most: int) -> None:
+    unfinished = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.account_id == account_id, Job.state.not_in(TERMINAL_STATES))
+    )
+    if unfinished >= most:
+        raise resource_exhausted(
+            f"accounts/{account_id} already has {unfinished} unfinished jobs, this server's limit "
+            f"({flag('max_queued_jobs_per_account')}); wait for some to finish or cancel them"
+        )
 
 
 def _resolve_references(session: Session, account_id: str, job_id: str, spec: dict[str, Any]) -> None:
@@ -227,9 +250,7 @@ def cancel_job(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
             job.completed_time = job.update_time
         else:
             job.cancel_requested = True
-            job.status_message = (
-                "cancel requested: stopping after the current step, keeping the last checkpoint"
-            )
+            job.status_message = "cancel requested: stopping now, keeping the last checkpoint"
         return render(job)
 
 

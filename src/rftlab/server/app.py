@@ -1,5 +1,5 @@
 """The FastAPI application: Fireworks' REST paths under /v1/accounts/{account_id}/, GET /verifyApiKey, and the
-unauthenticated GET /healthz."""
+unauthenticated GET /healthz and GET /openapi.json (the schema of every route)."""
 
 from __future__ import annotations
 
@@ -24,15 +24,20 @@ from rftlab.server import (
 from rftlab.server.api_common import Ctx, ServerContext, key_owner
 from rftlab.server.dashboard import routes as dashboard_routes
 from rftlab.server.errors import ApiError, describe_validation_errors, error_response
+from rftlab.server.guard import Guard
 from rftlab.server.layout import StateLayout
+from rftlab.server.limits import ServerLimits
 from rftlab.server.scheduler import Scheduler
 from rftlab.server.store import Store
 
 HTTP_STATUS_NAMES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED"}
 
 
-def create_app(store: Store, layout: StateLayout, max_running_jobs: int = 1) -> FastAPI:
-    scheduler = Scheduler(store, layout, max_running_jobs)
+def create_app(
+    store: Store, layout: StateLayout, max_running_jobs: int = 1, limits: ServerLimits | None = None
+) -> FastAPI:
+    limits = limits or ServerLimits()
+    scheduler = Scheduler(store, layout, max_running_jobs, limits)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -43,8 +48,17 @@ def create_app(store: Store, layout: StateLayout, max_running_jobs: int = 1) -> 
         finally:
             scheduler.stop()
 
-    app = FastAPI(title="rftlab local backend", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.context = ServerContext(store=store, layout=layout, wake_scheduler=scheduler.wake)
+    app = FastAPI(
+        title="rftlab local backend",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.add_middleware(Guard, limits=limits)
+    app.state.context = ServerContext(
+        store=store, layout=layout, wake_scheduler=scheduler.wake, limits=limits
+    )
 
     @app.get("/healthz")
     def healthz() -> dict:

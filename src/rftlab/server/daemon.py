@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from rftlab.paths import state_dir
+from rftlab.sandbox.host import ALLOW_UNSANDBOXED_ENV
+from rftlab.server.clean_env import clean_environment
 from rftlab.server.layout import StateLayout
 
 START_TIMEOUT_S = 60.0
@@ -30,7 +33,10 @@ def is_healthy(base_url: str) -> bool:
 
 def ensure_local_server(base_url: str) -> None:
     """Reuse the server answering /healthz at `base_url`, or start `rftlab serve` there, detached (state in
-    $RFTLAB_HOME or ~/.rftlab, log in its server.log), and wait until it is healthy."""
+    $RFTLAB_HOME or ~/.rftlab, log in its server.log), and wait until it is healthy.
+
+    The server gets an allowlisted environment, never the launcher's secrets (FIREWORKS_API_KEY, WANDB_API_KEY,
+    cloud credentials): a job's W&B key reaches the server in the job's request, encrypted at rest there."""
     if is_healthy(base_url):
         return
     parts = urlsplit(base_url)
@@ -46,6 +52,7 @@ def ensure_local_server(base_url: str) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=server_environment(),
         )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -57,6 +64,11 @@ def ensure_local_server(base_url: str) -> None:
     raise LocalServerError(
         f"`rftlab serve` did not become healthy within {START_TIMEOUT_S:.0f} s: {_tail(layout)}"
     )
+
+
+def server_environment() -> dict[str, str]:
+    opt_in = os.environ.get(ALLOW_UNSANDBOXED_ENV)
+    return clean_environment(**({ALLOW_UNSANDBOXED_ENV: opt_in} if opt_in else {}))
 
 
 def _tail(layout: StateLayout, lines: int = 5) -> str:

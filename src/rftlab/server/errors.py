@@ -45,6 +45,10 @@ def already_exists(name: str) -> ApiError:
     return ApiError(409, "ALREADY_EXISTS", f"{name} already exists")
 
 
+def resource_exhausted(message: str) -> ApiError:
+    return ApiError(429, "RESOURCE_EXHAUSTED", message)
+
+
 def unauthenticated(message: str) -> ApiError:
     return ApiError(401, "UNAUTHENTICATED", message)
 
@@ -55,7 +59,10 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     for error in errors:
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
         field = ".".join(loc) or "request"
-        if error.get("type") == "extra_forbidden":
+        if error.get("type") == "json_invalid":
+            field = "request body"
+            message = f"invalid JSON at character {loc[-1] if loc else 0}"
+        elif error.get("type") == "extra_forbidden":
             message = "unknown field"
         else:
             message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")

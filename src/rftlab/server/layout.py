@@ -2,10 +2,10 @@
 
 <state>/rftlab.db                       SQLite database (unless --database-url)
 <state>/server.pid, server.lock          the running server
-<state>/uploads/<token>                  files PUT to upload URLs, until validated
+<state>/uploads/<token>                  files PUT to upload URLs, until validated (and multipart uploads)
 <state>/accounts/<a>/datasets/<d>/       the dataset's JSONL
 <state>/accounts/<a>/evaluators/<e>/code the evaluator's source folder
-<state>/accounts/<a>/jobs/<j>/           checkpoints/, worker.log
+<state>/accounts/<a>/jobs/<j>/           checkpoints/, worker.log (and worker.log.1, the one before)
 <state>/accounts/<a>/models/<m>/         the output adapter (PEFT folder)
 """
 
@@ -35,8 +35,12 @@ class StateLayout:
     def server_log(self) -> Path:
         return self.root / "server.log"
 
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
     def upload_file(self, token: str) -> Path:
-        return self.root / "uploads" / token
+        return self.uploads_dir / token
 
     def dataset_file(self, account_id: str, dataset_id: str) -> Path:
         return self.root / "accounts" / account_id / "datasets" / dataset_id / "data.jsonl"

@@ -1,9 +1,12 @@
-"""The job queue inside the server: starts one worker process per job, at most `max_running` at once, in queue
+"""The job queue inside the server: starts one worker process per job, at most `max_running` at once (and at most
+`--max-running-jobs-per-account` of one account), taking the accounts in turn and each account's jobs in queue
 order; notices dead workers (exit status, pid, heartbeat) and puts their jobs back in the queue, so they resume from
-their last checkpoint.
+their last checkpoint. It also ends a cancelled job whose worker did not stop by itself, and expires abandoned
+uploads.
 
-Workers are found and stopped by pid, safely: a pid is only signalled when /proc shows it is the worker of that job
-(pids are reused), and a zombie counts as dead."""
+Each worker leads its own process group, so stopping it takes everything it started in that group (evaluator
+processes, in their own sandboxes, end when the worker does). Workers are found and stopped by pid, safely: a pid
+is only signalled when /proc shows it is the worker of that job (pids are reused), and a zombie counts as dead."""
 
 from __future__ import annotations
 
@@ -20,9 +23,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from rftlab.fireworks.contract import ACTIVE_STATES, CANCELLED, FAILED, PENDING, VALIDATING
+from rftlab.server.capped_log import capped_log_pipe
 from rftlab.server.clean_env import clean_environment
+from rftlab.server.job_secrets import unseal
 from rftlab.server.layout import StateLayout
+from rftlab.server.limits import ServerLimits
 from rftlab.server.store import DATABASE_URL_ENV, Job, Store
+from rftlab.server.uploads import expire_uploads
 
 log = logging.getLogger("rftlab.server")
 
@@ -46,29 +53,46 @@ def is_alive(pid: int) -> bool:
 
 
 def kill_worker(pid: int, job_seq: int) -> None:
+    """SIGKILL the worker of job `job_seq` and its process group."""
     if worker_command_matches(pid, job_seq):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:  # started by an older server, in the server's own group
+                os.kill(pid, signal.SIGKILL)
 
 
 TICK_S = 0.5
 HEARTBEAT_TIMEOUT_S = 120.0
 MAX_INTERRUPTIONS = 5
 STOP_GRACE_S = 10.0
+CANCEL_GRACE_S = 6.0
+"""A cancelled job's worker stops itself within a heartbeat; past this, the scheduler ends it."""
+UPLOAD_SWEEP_S = 60.0
 
 
 class Scheduler:
-    def __init__(self, store: Store, layout: StateLayout, max_running: int) -> None:
+    def __init__(
+        self, store: Store, layout: StateLayout, max_running: int, limits: ServerLimits | None = None
+    ) -> None:
         self.store = store
         self.layout = layout
         self.max_running = max_running
+        self.limits = limits or ServerLimits()
         self._children: dict[int, subprocess.Popen] = {}
+        self._cancel_seen: dict[int, float] = {}
+        """Job seq -> when this scheduler first saw its cancel request while a worker still held it."""
+        self._last_account = ""
+        """The account whose job was started last: the next start goes to the account after it."""
+        self._next_sweep = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rftlab-scheduler", daemon=True)
 
     def start(self) -> None:
         self.recover_interrupted()
+        expire_uploads(self.store, self.layout, self.limits.upload_ttl_s, at_start=True)
+        self._next_sweep = time.monotonic() + UPLOAD_SWEEP_S
         self._thread.start()
 
     def wake(self) -> None:
@@ -110,7 +134,31 @@ class Scheduler:
     def tick(self) -> None:
         self._reap_exited()
         self._requeue_silent()
+        self._end_cancelled()
         self._start_queued()
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + UPLOAD_SWEEP_S
+            expire_uploads(self.store, self.layout, self.limits.upload_ttl_s)
+
+    def _end_cancelled(self) -> None:
+        """A worker that has not ended its cancelled job within CANCEL_GRACE_S (stuck where its heartbeat cannot
+        run) is killed with its process group."""
+        now = time.monotonic()
+        with self.store.session() as session:
+            cancelled = session.scalars(
+                select(Job).where(Job.state.in_(ACTIVE_STATES), Job.cancel_requested.is_(True))
+            ).all()
+            self._cancel_seen = {job.seq: self._cancel_seen.get(job.seq, now) for job in cancelled}
+            for job in cancelled:
+                if now - self._cancel_seen[job.seq] < CANCEL_GRACE_S:
+                    continue
+                if job.worker_pid:
+                    kill_worker(job.worker_pid, job.seq)
+                child = self._children.pop(job.seq, None)
+                if child is not None:
+                    child.kill()
+                    child.wait()
+                self._requeue(job, f"its worker did not stop within {CANCEL_GRACE_S:.0f} s")
 
     def _reap_exited(self) -> None:
         for seq, process in list(self._children.items()):
@@ -178,20 +226,34 @@ class Scheduler:
     def _start_queued(self) -> None:
         while not self._stopping.is_set():
             with self.store.session() as session:
-                running = session.scalar(
-                    select(func.count()).select_from(Job).where(Job.state.in_(ACTIVE_STATES))
+                running = dict(
+                    session.execute(
+                        select(Job.account_id, func.count())
+                        .where(Job.state.in_(ACTIVE_STATES))
+                        .group_by(Job.account_id)
+                    ).all()
                 )
-                if running >= self.max_running:
+                if sum(running.values()) >= self.max_running:
                     return
+                per_account = self.limits.max_running_jobs_per_account or self.max_running
+                waiting = session.scalars(
+                    select(Job.account_id).where(Job.state == PENDING).distinct().order_by(Job.account_id)
+                ).all()
+                eligible = [account for account in waiting if running.get(account, 0) < per_account]
+                if not eligible:
+                    return
+                account = next((a for a in eligible if a > self._last_account), eligible[0])
                 job = session.scalars(
-                    select(Job).where(Job.state == PENDING).order_by(Job.queued_at, Job.seq).limit(1)
-                ).first()
-                if job is None:
-                    return
+                    select(Job)
+                    .where(Job.state == PENDING, Job.account_id == account)
+                    .order_by(Job.queued_at, Job.seq)
+                    .limit(1)
+                ).one()
                 job.state = VALIDATING
                 job.status_message = "validating inputs"
                 job.heartbeat_at = job.update_time = time.time()
                 job.worker_pid = self._spawn(job).pid
+                self._last_account = account
 
     def threads_per_job(self) -> int:
         """Each running job's share of the cores this server may use, so jobs running side by side do not
@@ -201,7 +263,9 @@ class Scheduler:
     def _spawn(self, job: Job) -> subprocess.Popen:
         log_path = self._log(job)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log_file:
+        wandb_key = unseal(self.layout.root, job.secrets).get("wandbApiKey")
+        output = capped_log_pipe(log_path, self.limits.worker_log_bytes)
+        try:
             process = subprocess.Popen(
                 [
                     sys.executable,
@@ -218,12 +282,15 @@ class Scheduler:
                         DATABASE_URL_ENV: self.store.url,
                         "PYTHONUNBUFFERED": "1",
                         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(self.threads_per_job()),
-                        **({"WANDB_API_KEY": key} if (key := (job.secrets or {}).get("wandbApiKey")) else {}),
+                        **({"WANDB_API_KEY": wandb_key} if wandb_key else {}),
                     }
                 ),
                 stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
             )
+        finally:
+            os.close(output)
         self._children[job.seq] = process
         return process

@@ -16,6 +16,9 @@ from rftlab.fireworks import contract
 from rftlab.fireworks.contract import DEFAULTS, RESOURCE_ID_PATTERN, RESOURCE_ID_RULE
 from rftlab.server.errors import invalid
 
+MAX_DISPLAY_NAME_CHARS = 255
+"""The database column's width."""
+
 JOB_OUTPUT_ONLY_FIELDS = (
     "name",
     "state",
@@ -194,7 +197,7 @@ class AzureBlobStorageConfig(Camel):
 class JobRequest(Camel):
     dataset: str
     evaluator: str
-    display_name: str | None = None
+    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
     evaluation_dataset: str | None = None
     eval_auto_carveout: bool = DEFAULTS.eval_auto_carveout
     training_config: TrainingConfig
@@ -244,7 +247,7 @@ class JobRequest(Camel):
 
 class DatasetBody(Camel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-    display_name: str | None = None
+    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
     format: Literal["FORMAT_UNSPECIFIED", "CHAT", "COMPLETION", "RL"] = "FORMAT_UNSPECIFIED"
     external_url: str | None = None
 
@@ -273,7 +276,7 @@ class Criterion(Camel):
 
 class EvaluatorBody(Camel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-    display_name: str | None = None
+    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
     description: str | None = None
     entry_point: str | None = None
     requirements: str | None = None

@@ -1,7 +1,7 @@
 """`rftlab serve`: run the local backend in the foreground, or stop the one running on a state dir.
 
     rftlab serve [--host 127.0.0.1] [--port 8317] [--state-dir DIR] [--database-url URL] [--max-running-jobs N]
-                 [--keep-rollouts all|sample:N] [--rollouts-max-mb M]
+                 [--keep-rollouts all|sample:N] [--rollouts-max-mb M] [limits: --max-request-mb M ...]
     rftlab serve --stop [--state-dir DIR]
     rftlab serve --add-account ID [--state-dir DIR] [--database-url URL]   (prints a new API key for ID)
 
@@ -24,6 +24,7 @@ from typing import IO
 from rftlab.paths import state_dir
 from rftlab.server.accounts import create_key, ensure_local_account
 from rftlab.server.layout import StateLayout
+from rftlab.server.limits import add_limit_flags, limits_from
 from rftlab.server.rollouts import DEFAULT_KEEP, DEFAULT_MAX_MB, RolloutPolicy, save_policy
 from rftlab.server.store import Store, sqlite_url
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_MB,
         help=f"disk for kept rollouts, all jobs together; the oldest go first (default: {DEFAULT_MAX_MB})",
     )
+    add_limit_flags(parser)
     return parser
 
 
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         rollout_policy = RolloutPolicy.parse(args.keep_rollouts, args.rollouts_max_mb)
+        limits_from(args)
     except ValueError as error:
         print(f"rftlab serve: {error}", file=sys.stderr)
         return 2
@@ -114,7 +117,7 @@ def _run(
     store = Store(database_url)
     ensure_local_account(store)
     save_policy(store, rollout_policy)
-    app = create_app(store, layout, args.max_running_jobs)
+    app = create_app(store, layout, args.max_running_jobs, limits_from(args))
     layout.pid_file.write_text(f"{os.getpid()}\n")
     print(f"rftlab serve: http://{args.host}:{args.port} (state: {layout.root})", flush=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler installed before it ran: this one
