@@ -36,6 +36,13 @@ TERMINAL_STATES = {
 T = TypeVar("T")
 
 
+SERVER_SECRETS = {
+    "FIREWORKS_API_KEY": "fw-marker-in-server-env",
+    "WANDB_API_KEY": "wandb-marker-in-server-env",
+}
+"""Secrets in the environment of the shared training server, which no worker or evaluator may see."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,6 +68,8 @@ class LocalServer:
     database_url: str | None = None
     max_running_jobs: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+    """More `rftlab serve` flags (e.g. limits)."""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -91,7 +100,7 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         args = ["--port", str(self.port), "--state-dir", str(self.state_dir)]
-        args += ["--max-running-jobs", str(self.max_running_jobs)]
+        args += ["--max-running-jobs", str(self.max_running_jobs), *self.extra_args]
         if self.database_url:
             args += ["--database-url", self.database_url]
         self.home.mkdir(parents=True, exist_ok=True)

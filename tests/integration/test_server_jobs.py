@@ -10,9 +10,8 @@ import pytest
 from server_harness import (
     DATASET,
     EVALUATOR,
+    SERVER_SECRETS,
     TERMINAL_STATES,
-    LocalServer,
-    add_training_inputs,
     create_evaluator,
     create_job,
     finished,
@@ -25,19 +24,11 @@ from server_harness import (
 pytestmark = pytest.mark.slow
 
 A = "/v1/accounts/local"
-SERVER_SECRETS = {
-    "FIREWORKS_API_KEY": "fw-marker-in-server-env",
-    "WANDB_API_KEY": "wandb-marker-in-server-env",
-}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    with LocalServer.under(root, max_running_jobs=1, extra_env=SERVER_SECRETS) as running:
-        with running.client() as client:
-            add_training_inputs(client)
-        yield running
+@pytest.fixture
+def server(training_server):
+    return training_server
 
 
 def test_deleting_a_running_job_stops_its_worker_which_never_saw_the_servers_secrets(server):

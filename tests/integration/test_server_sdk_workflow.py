@@ -17,15 +17,22 @@ JOB_ID = "sdk-arith"
 TRAIN_STEPS = 6  # 53 rows, 5 carved out for eval, 48 in chunks of 8
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("server")) as running:
-        yield running
+ACCOUNT = "sdk"  # an account of its own on the shared training server: its lists hold only this module's work
+
+
+@pytest.fixture
+def server(training_server):
+    return training_server
 
 
 @pytest.fixture(scope="module")
-def fw(server) -> fireworks.Fireworks:
-    return fireworks.Fireworks(api_key=server.local_key(), account_id="local", base_url=server.base_url)
+def key(training_server) -> str:
+    return training_server.add_account(ACCOUNT)
+
+
+@pytest.fixture
+def fw(server, key) -> fireworks.Fireworks:
+    return fireworks.Fireworks(api_key=key, account_id=ACCOUNT, base_url=server.base_url)
 
 
 def test_dataset_and_evaluator_through_the_sdk(fw):
@@ -47,14 +54,14 @@ def test_dataset_and_evaluator_through_the_sdk(fw):
     assert put.status_code == 200
     fw.evaluators.validate_upload("exact", body={})
     assert fw.evaluators.get("exact").state == "ACTIVE"
-    assert "accounts/local/evaluators/exact" in [e.name for e in fw.evaluators.list()]
+    assert f"accounts/{ACCOUNT}/evaluators/exact" in [e.name for e in fw.evaluators.list()]
 
 
 def create_job(fw: fireworks.Fireworks, job_id: str, **training):
     return fw.reinforcement_fine_tuning_jobs.create(
         reinforcement_fine_tuning_job_id=job_id,
-        dataset="accounts/local/datasets/arith",
-        evaluator="accounts/local/evaluators/exact",
+        dataset=f"accounts/{ACCOUNT}/datasets/arith",
+        evaluator=f"accounts/{ACCOUNT}/evaluators/exact",
         eval_auto_carveout=True,
         training_config={"base_model": "tiny-arith", "learning_rate": 0.002, "lora_rank": 8, **training},
         inference_parameters={"response_candidates_count": 4, "max_output_tokens": 8, "temperature": 1.0},
@@ -62,20 +69,20 @@ def create_job(fw: fireworks.Fireworks, job_id: str, **training):
     )
 
 
-def metric_steps(server: LocalServer, job_id: str) -> list[dict]:
-    with server.client() as client:
-        response = client.get(f"/v1/accounts/local/reinforcementFineTuningJobs/{job_id}/metrics")
+def metric_steps(server: LocalServer, key: str, job_id: str) -> list[dict]:
+    with server.client(key) as client:
+        response = client.get(f"/v1/accounts/{ACCOUNT}/reinforcementFineTuningJobs/{job_id}/metrics")
     return response.json()["metrics"]
 
 
-def test_job_runs_cancels_resumes_and_completes(fw, server):
+def test_job_runs_cancels_resumes_and_completes(fw, server, key):
     job = create_job(fw, JOB_ID)
     assert job.state in ("JOB_STATE_PENDING", "JOB_STATE_VALIDATING")
-    assert job.training_config.output_model == f"accounts/local/models/{JOB_ID}"
+    assert job.training_config.output_model == f"accounts/{ACCOUNT}/models/{JOB_ID}"
     with pytest.raises(fireworks.ConflictError):
         create_job(fw, JOB_ID)
 
-    wait_for(lambda: metric_steps(server, JOB_ID), "the first training step")
+    wait_for(lambda: metric_steps(server, key, JOB_ID), "the first training step")
     assert fw.reinforcement_fine_tuning_jobs.get(JOB_ID).state == "JOB_STATE_RUNNING"
     fw.reinforcement_fine_tuning_jobs.cancel(JOB_ID, body={})
     cancelled = wait_for(
@@ -83,9 +90,9 @@ def test_job_runs_cancels_resumes_and_completes(fw, server):
         "the cancel",
     )
     assert cancelled.state == "JOB_STATE_CANCELLED", cancelled.status
-    steps_at_cancel = [m["step"] for m in metric_steps(server, JOB_ID)]
+    steps_at_cancel = [m["step"] for m in metric_steps(server, key, JOB_ID)]
     assert 1 <= len(steps_at_cancel) < TRAIN_STEPS
-    checkpoints = server.state_dir / "accounts/local/jobs" / JOB_ID / "checkpoints"
+    checkpoints = server.state_dir / f"accounts/{ACCOUNT}/jobs" / JOB_ID / "checkpoints"
     assert any(checkpoints.iterdir()), "cancel keeps the last checkpoint"
 
     fw.reinforcement_fine_tuning_jobs.resume(JOB_ID, body={})
@@ -95,7 +102,7 @@ def test_job_runs_cancels_resumes_and_completes(fw, server):
         timeout_s=400,
     )
     assert done.state == "JOB_STATE_COMPLETED", done.status
-    metrics = metric_steps(server, JOB_ID)
+    metrics = metric_steps(server, key, JOB_ID)
     assert [m["step"] for m in metrics] == list(range(1, TRAIN_STEPS + 1))
     assert all("reward_mean" in m and "loss" in m for m in metrics)
     final = json.loads(done.output_metrics)
@@ -109,12 +116,12 @@ def test_job_runs_cancels_resumes_and_completes(fw, server):
     adapter = Path(model.model_extra["adapterPath"])
     assert (adapter / "adapter_config.json").is_file()
     assert adapter.is_relative_to(server.state_dir)
-    assert [m.name for m in fw.models.list()] == [f"accounts/local/models/{JOB_ID}"]
+    assert [m.name for m in fw.models.list()] == [f"accounts/{ACCOUNT}/models/{JOB_ID}"]
 
 
 def test_list_get_errors_and_delete_through_the_sdk(fw):
     names = [job.name for job in fw.reinforcement_fine_tuning_jobs.list(page_size=1)]
-    assert names == [f"accounts/local/reinforcementFineTuningJobs/{JOB_ID}"]
+    assert names == [f"accounts/{ACCOUNT}/reinforcementFineTuningJobs/{JOB_ID}"]
     with pytest.raises(fireworks.NotFoundError):
         fw.reinforcement_fine_tuning_jobs.get("no-such-job")
     with pytest.raises(fireworks.BadRequestError) as refused:
