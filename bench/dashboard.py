@@ -6,7 +6,7 @@ three eval passes, sampled and greedy, over 100 carved-out rows), and 99 smaller
 rollouts go in through the functions the job worker uses, under the server's default retention. Then each page
 and each JSON route a page fetches is requested --repeats times with a logged-in session cookie.
 
-    python bench/dashboard.py [--steps 60] [--repeats 30]
+    python bench/dashboard.py [--steps 60] [--repeats 30] [--keep-rollouts all|sample:N]
 Last lines: `default_job_rollouts_mb: X` (goal < 20) and `dashboard_slowest_p95_ms: X` (goal < 200).
 """
 
@@ -122,6 +122,7 @@ def main() -> int:
     )
     parser.add_argument("--steps", type=int, default=60, help="steps of each of the 99 smaller jobs")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--keep-rollouts", default=None, help="the server's retention (default: its default)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="rftlab-bench-dashboard-"))
     home, state = scratch / "home", scratch / "state"
@@ -130,6 +131,8 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HOME": str(home), "RFTLAB_HOME": str(state), "HF_HUB_OFFLINE": "1"}
     serve_flags = ["--port", str(port), "--max-running-jobs", "0"]
+    if args.keep_rollouts:
+        serve_flags += ["--keep-rollouts", args.keep_rollouts]
     server = subprocess.Popen(
         [sys.executable, "-m", "rftlab.server.serve", "--state-dir", str(state), *serve_flags],
         env=env,

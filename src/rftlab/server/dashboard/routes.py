@@ -42,6 +42,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 DATASET_PREVIEW_ROWS = 50
+PREVIEW_LINE_CHARS = 20_000
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -200,7 +201,9 @@ def dataset_rows(dataset_id: str, request: Request, ctx: Ctx) -> dict:
             for line in lines:
                 if len(rows) == DATASET_PREVIEW_ROWS:
                     break
-                if line.strip():
+                if len(line) > PREVIEW_LINE_CHARS:
+                    rows.append({"long line, cut": line[:PREVIEW_LINE_CHARS]})
+                elif line.strip():
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError:
