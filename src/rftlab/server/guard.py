@@ -14,6 +14,8 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.requests import ClientDisconnect
+
 from rftlab.server.limits import ServerLimits, flag
 
 log = logging.getLogger("rftlab.server")
@@ -87,6 +89,9 @@ class Guard:
 
         try:
             await self.app(scope, counted_receive, tagged_send)
+        except ClientDisconnect:
+            log.info("request %s: %s %s: the client went away", request_id, scope["method"], scope["path"])
+            return
         except Exception:
             if not over:
                 log.exception("request %s: %s %s failed", request_id, scope["method"], scope["path"])
