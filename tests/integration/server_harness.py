@@ -36,6 +36,13 @@ TERMINAL_STATES = {
 T = TypeVar("T")
 
 
+SERVER_SECRETS = {
+    "FIREWORKS_API_KEY": "fw-marker-in-server-env",
+    "WANDB_API_KEY": "wandb-marker-in-server-env",
+}
+"""Secrets in the environment of the shared training server, which no worker or evaluator may see."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
