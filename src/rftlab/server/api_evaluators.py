@@ -10,7 +10,6 @@ BUILDING and is polled, as on Fireworks. Each build writes a log (`:getBuildLogE
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import threading
 import traceback
@@ -59,7 +58,7 @@ MAX_PARALLEL_BUILDS = 2
 QUICK_BUILD_WAIT_S = 10.0
 BUILD_LOG_URL_TTL_S = 3600
 
-_builds = concurrent.futures.ThreadPoolExecutor(MAX_PARALLEL_BUILDS, thread_name_prefix="evaluator-build")
+_build_slots = threading.BoundedSemaphore(MAX_PARALLEL_BUILDS)
 _in_flight: set[tuple[str, str]] = set()
 _in_flight_lock = threading.Lock()
 
@@ -193,16 +192,22 @@ def _start_build(
         _in_flight.add(key)
     with ctx.store.session() as session:
         _set_state(get_resource(session, account_id, KIND, evaluator_id), None, state="BUILDING")
-    build = _builds.submit(_build, ctx, account_id, evaluator_id, unpack, entry_file, entry_func)
-    build.add_done_callback(lambda _: _finish(key))
-    concurrent.futures.wait([build], timeout=QUICK_BUILD_WAIT_S)
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            with _build_slots:
+                _build(ctx, account_id, evaluator_id, unpack, entry_file, entry_func)
+        finally:
+            with _in_flight_lock:
+                _in_flight.discard(key)
+            done.set()
+
+    # A daemon thread: stopping the server does not wait for an install; the restart marks the build failed.
+    threading.Thread(target=run, name=f"evaluator-build-{evaluator_id}", daemon=True).start()
+    done.wait(QUICK_BUILD_WAIT_S)
     with ctx.store.reading() as session:
         return render(get_resource(session, account_id, KIND, evaluator_id))
-
-
-def _finish(key: tuple[str, str]) -> None:
-    with _in_flight_lock:
-        _in_flight.discard(key)
 
 
 def _build(
