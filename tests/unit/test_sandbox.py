@@ -3,6 +3,7 @@ checked against the same command unconfined, so a test fails if the sandbox stop
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rftlab import sandbox
-from rftlab.sandbox import Capabilities, Limits, SandboxPolicy, SandboxUnavailable
+from rftlab.sandbox import Limits, SandboxPolicy, SandboxUnavailable
 from rftlab.sandbox import host as sandbox_host
 
 HOST = sandbox.capabilities()
@@ -289,15 +290,11 @@ def test_exit_codes_and_deaths_by_signal_come_through_the_launcher(tmp_path):
 
 
 def test_a_host_without_confinement_refuses_untrusted_code_unless_the_operator_opts_in(tmp_path, monkeypatch):
-    bare = Capabilities(
-        landlock_abi=0,
-        user_namespace=False,
-        net_namespace=False,
-        pid_namespace=False,
-        mount_namespace=False,
-        root=False,
-    )
-    assert len(bare.missing()) == 2 and "UNSAFE" in bare.describe()
+    bare = sandbox_host.NOTHING
+    assert len(bare.missing()) == 3 and "UNSAFE" in bare.describe()
+    landlock_only = dataclasses.replace(bare, landlock_abi=4)  # TCP rules, but signals reach the server
+    assert [gap.split(" (")[0] for gap in landlock_only.missing()] == ["process isolation"]
+    assert dataclasses.replace(bare, landlock_abi=6).missing() == []
     monkeypatch.setattr(sandbox_host, "capabilities", lambda: bare)
     monkeypatch.delenv(sandbox.ALLOW_UNSANDBOXED_ENV, raising=False)
     with pytest.raises(SandboxUnavailable, match="RFTLAB_ALLOW_UNSANDBOXED=1"):

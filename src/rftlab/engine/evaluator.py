@@ -148,6 +148,8 @@ class _Worker:
             )
         except SandboxUnavailable as error:
             raise JobFailed(str(error)) from None
+        except OSError as error:
+            raise JobFailed(f"cannot start an evaluator worker: {error}") from None
         self.process = self.sandboxed.popen
         self.entry_file = code.entry_file
         self.fd = self.process.stdout.fileno()

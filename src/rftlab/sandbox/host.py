@@ -49,6 +49,10 @@ class Capabilities:
             missing.append("filesystem confinement (Landlock is off in this kernel)")
         if self.network_isolation is None:
             missing.append("network isolation (no network namespace, no Landlock ABI 4)")
+        if not self.pid_namespace and self.landlock_abi < 6:
+            missing.append(
+                "process isolation (no PID namespace, no Landlock ABI 6: the server could be signalled)"
+            )
         return missing
 
     def describe(self) -> str:
@@ -69,17 +73,31 @@ class Capabilities:
         return f"evaluator sandbox {state} ({', '.join(parts)})"
 
 
+NOTHING = Capabilities(
+    landlock_abi=0,
+    user_namespace=False,
+    net_namespace=False,
+    pid_namespace=False,
+    mount_namespace=False,
+    root=os.getuid() == 0,
+)
+
+
 @functools.cache
 def capabilities() -> Capabilities:
-    """Probed in a child process (the probe forks, which a threaded server should not do itself)."""
-    result = subprocess.run(
-        [sys.executable, "-I", "-S", str(ENTER_SCRIPT), "--probe"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return Capabilities(**json.loads(result.stdout))
+    """Probed in a child process (the probe forks, which a threaded server should not do itself); a probe that
+    fails counts as a host without any protection."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-I", "-S", str(ENTER_SCRIPT), "--probe"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return Capabilities(**json.loads(result.stdout))
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError):
+        return NOTHING
 
 
 def unsandboxed_allowed() -> bool:
