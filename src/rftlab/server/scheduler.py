@@ -23,8 +23,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from rftlab.fireworks.contract import ACTIVE_STATES, CANCELLED, FAILED, PENDING, VALIDATING
-from rftlab.server.capped_log import capped_log_pipe
 from rftlab.server.clean_env import clean_environment
+from rftlab.server.executors import WorkerHandle, configured_executor
 from rftlab.server.job_secrets import unseal
 from rftlab.server.layout import StateLayout
 from rftlab.server.limits import ServerLimits
@@ -79,7 +79,8 @@ class Scheduler:
         self.layout = layout
         self.max_running = max_running
         self.limits = limits or ServerLimits()
-        self._children: dict[int, subprocess.Popen] = {}
+        self.executor = configured_executor(store, self.limits.worker_log_bytes)
+        self._children: dict[int, WorkerHandle] = {}
         self._cancel_seen: dict[int, float] = {}
         """Job seq -> when this scheduler first saw its cancel request while a worker still held it."""
         self._last_account = ""
@@ -249,6 +250,8 @@ class Scheduler:
                     .order_by(Job.queued_at, Job.seq)
                     .limit(1)
                 ).one()
+                if not self.executor.has_room(job):
+                    return  # it waits, first in line, until the cluster has room for it
                 job.state = VALIDATING
                 job.status_message = "validating inputs"
                 job.heartbeat_at = job.update_time = time.time()
@@ -260,37 +263,30 @@ class Scheduler:
         oversubscribe them (torch's threads spin-wait and slow down badly when they do)."""
         return max(1, len(os.sched_getaffinity(0)) // max(1, self.max_running))
 
-    def _spawn(self, job: Job) -> subprocess.Popen:
+    def _spawn(self, job: Job) -> WorkerHandle:
         log_path = self._log(job)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         wandb_key = unseal(self.layout.root, job.secrets).get("wandbApiKey")
-        output = capped_log_pipe(log_path, self.limits.worker_log_bytes)
-        try:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    WORKER_MODULE,
-                    "--job-seq",
-                    str(job.seq),
-                    "--state-dir",
-                    str(self.layout.root),
-                ],
-                cwd=log_path.parent,
-                env=clean_environment(
-                    **{
-                        DATABASE_URL_ENV: self.store.url,
-                        "PYTHONUNBUFFERED": "1",
-                        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(self.threads_per_job()),
-                        **({"WANDB_API_KEY": wandb_key} if wandb_key else {}),
-                    }
-                ),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=True,
-            )
-        finally:
-            os.close(output)
+        process = self.executor.start(
+            job,
+            [
+                sys.executable,
+                "-m",
+                WORKER_MODULE,
+                "--job-seq",
+                str(job.seq),
+                "--state-dir",
+                str(self.layout.root),
+            ],
+            clean_environment(
+                **{
+                    DATABASE_URL_ENV: self.store.url,
+                    "PYTHONUNBUFFERED": "1",
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(self.threads_per_job()),
+                    **({"WANDB_API_KEY": wandb_key} if wandb_key else {}),
+                }
+            ),
+            log_path,
+        )
         self._children[job.seq] = process
         return process

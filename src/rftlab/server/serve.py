@@ -2,6 +2,7 @@
 
     rftlab serve [--host 127.0.0.1] [--port 8317] [--state-dir DIR] [--database-url URL] [--max-running-jobs N]
                  [--keep-rollouts all|sample:N] [--rollouts-max-mb M] [limits: --max-request-mb M ...]
+                 [--executor local|ray] [--ray-address ADDR] [--job-cpus N] [--job-gpus N] [--job-memory-gb G]
     rftlab serve --stop [--state-dir DIR]
     rftlab serve --add-account ID [--state-dir DIR] [--database-url URL]   (prints a new API key for ID)
 
@@ -23,6 +24,13 @@ from typing import IO
 
 from rftlab.paths import state_dir
 from rftlab.server.accounts import create_key, ensure_local_account
+from rftlab.server.executors import (
+    ExecutorSetting,
+    add_executor_flags,
+    connect_executor,
+    executor_setting_from,
+    save_executor_setting,
+)
 from rftlab.server.layout import StateLayout
 from rftlab.server.limits import add_limit_flags, limits_from
 from rftlab.server.rollouts import DEFAULT_KEEP, DEFAULT_MAX_MB, RolloutPolicy, save_policy
@@ -31,6 +39,7 @@ from rftlab.server.store import Store, sqlite_url
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8317
 STOP_TIMEOUT_S = 30.0
+UNBOUNDED_RUNNING_JOBS = 1_000_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-running-jobs",
         type=int,
-        default=1,
-        help="jobs trained at once (0 queues jobs without running them)",
+        default=None,
+        help="jobs trained at once (0 queues jobs without running them); default: 1, or with --executor ray "
+        "as many as the cluster has room for",
     )
     parser.add_argument("--stop", action="store_true", help="stop the server running on this state dir")
     parser.add_argument(
@@ -67,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"disk for kept rollouts, all jobs together; the oldest go first (default: {DEFAULT_MAX_MB})",
     )
     add_limit_flags(parser)
+    add_executor_flags(parser)
     return parser
 
 
@@ -75,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     layout = StateLayout((args.state_dir or state_dir()).expanduser().resolve())
     if args.stop:
         return stop_server(layout)
+    if args.max_running_jobs is None:
+        args.max_running_jobs = UNBOUNDED_RUNNING_JOBS if args.executor == "ray" else 1
     if args.max_running_jobs < 0:
         print("rftlab serve: --max-running-jobs must be 0 or more", file=sys.stderr)
         return 2
@@ -90,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rollout_policy = RolloutPolicy.parse(args.keep_rollouts, args.rollouts_max_mb)
         limits_from(args)
+        executor_setting = executor_setting_from(args)
     except ValueError as error:
         print(f"rftlab serve: {error}", file=sys.stderr)
         return 2
@@ -99,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             f"rftlab serve: another server is using {layout.root} (pid {_read_pid(layout)})", file=sys.stderr
         )
         return 1
-    return _run(args, layout, database_url, lock, rollout_policy)
+    return _run(args, layout, database_url, lock, rollout_policy, executor_setting)
 
 
 def _run(
@@ -108,6 +122,7 @@ def _run(
     database_url: str,
     lock: IO[str],
     rollout_policy: RolloutPolicy,
+    executor_setting: ExecutorSetting,
 ) -> int:
     import uvicorn
 
@@ -117,6 +132,12 @@ def _run(
     store = Store(database_url)
     ensure_local_account(store)
     save_policy(store, rollout_policy)
+    try:
+        connect_executor(executor_setting)
+    except RuntimeError as error:
+        print(f"rftlab serve: {error}", file=sys.stderr)
+        return 1
+    save_executor_setting(store, executor_setting)
     app = create_app(store, layout, args.max_running_jobs, limits_from(args))
     layout.pid_file.write_text(f"{os.getpid()}\n")
     print(f"rftlab serve: http://{args.host}:{args.port} (state: {layout.root})", flush=True)
