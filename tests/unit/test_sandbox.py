@@ -48,6 +48,24 @@ def test_files_outside_the_allowed_paths_cannot_be_read_even_by_root(tmp_path):
     assert confined.output.strip() == "denied 13"
 
 
+@pytest.mark.skipif(HOST.landlock_abi < 6, reason="needs Landlock ABI 6 to run without namespaces")
+def test_landlock_alone_confines_a_process_that_keeps_the_hosts_uid(tmp_path, monkeypatch):
+    secret = tmp_path / "auth.ini"
+    secret.write_text("api_key = other-account-key\n")
+    secret.chmod(0o600)
+    without_namespaces = dataclasses.replace(sandbox_host.NOTHING, landlock_abi=HOST.landlock_abi)
+    monkeypatch.setattr(sandbox_host, "capabilities", lambda: without_namespaces)
+    script = f"""
+        import os
+        try:
+            open({str(secret)!r}).read()
+            print("read as uid", os.getuid())
+        except PermissionError:
+            print("denied as uid", os.getuid())
+        """
+    assert python(script, SandboxPolicy(), tmp_path).output.strip() == f"denied as uid {os.getuid()}"
+
+
 @needs_landlock
 def test_read_only_paths_are_readable_and_not_writable(tmp_path):
     code = tmp_path / "code"
