@@ -208,6 +208,20 @@ class RunSpec(Section):
     output: Literal["text", "json", "flag"] = "text"
     quiet: bool = False
 
+    @field_validator("output_model")
+    @classmethod
+    def _model_id(cls, name: str | None) -> str | None:
+        """A model id, or `accounts/<account>/models/<id>`: what the backend takes as `trainingConfig.outputModel`."""
+        if name is None:
+            return name
+        parts = name.split("/")
+        model_id = parts[3] if len(parts) == 4 and parts[0] == "accounts" and parts[2] == "models" else name
+        if not contract.RESOURCE_ID_PATTERN.match(model_id):
+            raise ValueError(
+                f"must be a model id ({contract.RESOURCE_ID_RULE}) or accounts/<account>/models/<id>"
+            )
+        return name
+
     @model_validator(mode="after")
     def _offline_wandb_is_local(self) -> RunSpec:
         if self.wandb.enabled and self.wandb.mode == "offline" and self.backend.kind != "local":
