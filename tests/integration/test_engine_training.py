@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 import torch
@@ -63,7 +64,7 @@ class Recorder:
 
 def inputs(tmp_path, job=JOB, rows=TRAIN_ROWS, evaluator=EXACT_MATCH, seed=0, warm_start=None, name="job"):
     return JobInputs(
-        settings=settings_for(job),
+        settings=replace(settings_for(job), eval_passes=("sampled", "greedy")),
         train_rows=rows,
         eval_rows=None,
         evaluator=evaluator,

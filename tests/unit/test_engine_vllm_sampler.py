@@ -42,6 +42,7 @@ class StandInSamplingParams:
     top_k: int = 0
     seed: int | None = None
     stop: list[str] | None = None
+    stop_token_ids: list[int] | None = None
     max_tokens: int | None = 16
     logprobs: int | None = None
 
@@ -103,7 +104,8 @@ class StandInVLLM:
         finish, text = None, ""
         for token in self.streams[tuple(prompt_ids)]:
             ids.append(token)
-            finish = "length" if len(ids) >= params.max_tokens else "stop" if token == eos else None
+            stops_here = token == eos or token in (params.stop_token_ids or [])
+            finish = "length" if len(ids) >= params.max_tokens else "stop" if stops_here else None
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             if finish != "stop":  # an eos ends the request before stop strings are looked for
                 found = [text.find(stop) for stop in params.stop or [] if stop in text]
@@ -326,6 +328,22 @@ def test_completions_are_cut_as_hf_sampler_cuts_them(vllm, model, tokenizer):
     assert by_case[2] == (streams[2][:max_tokens], tokenizer.decode(streams[2][:max_tokens]), "length")
     assert by_case[3] == (streams[3], "1234", "stop")
     assert by_case[4][1:] == ("5", "stop")
+
+
+def test_every_end_of_sequence_id_of_the_generation_config_stops_a_completion(vllm, model, tokenizer):
+    end_of_turn, other_end = encode(tokenizer, "#")[0], encode(tokenizer, "=")[0]
+    model.generation_config.eos_token_id = [end_of_turn, other_end]
+    prompts = [prompt(tokenizer, "What is a?"), prompt(tokenizer, "What is b?")]
+    vllm.streams[tuple(prompts[0])] = [*encode(tokenizer, "12"), end_of_turn, *encode(tokenizer, "user 34")]
+    vllm.streams[tuple(prompts[1])] = [*encode(tokenizer, "5"), other_end, *encode(tokenizer, "67")]
+
+    completions = run(sampler_for(model, tokenizer), prompts, SamplingParams(1.0, 1.0, 0, 16))
+
+    assert vllm.engines[0].calls[0]["params"][0].stop_token_ids == [end_of_turn, other_end, tokenizer.eos_token_id]
+    assert [(c.completion_ids, c.text, c.finish_reason) for c in completions] == [
+        ([*encode(tokenizer, "12"), end_of_turn], "12#", "stop"),
+        ([*encode(tokenizer, "5"), other_end], "5=", "stop"),
+    ]
 
 
 def test_choose_sampler_picks_hf_generate_without_a_gpu(monkeypatch, model, tokenizer):

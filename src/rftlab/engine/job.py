@@ -10,26 +10,25 @@ job's temperature and greedy) is measured before training and after each epoch.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from rftlab.engine.adapter import attach_adapter
+from rftlab.engine.adapter import attach_adapter, save_adapter
 from rftlab.engine.algo import group_advantages
 from rftlab.engine.api import JobFailed, JobInputs, JobOutcome, Reporter
 from rftlab.engine.checkpoint import restore_checkpoint, save_checkpoint
 from rftlab.engine.data import Row, check_rows, chunk_rows, epoch_chunks, split_rows
 from rftlab.engine.evaluator import EvaluatorPool
-from rftlab.engine.models import choose_placement, load_base_model
+from rftlab.engine.models import choose_placement, load_base
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences, truncate
 from rftlab.engine.rollout import Rollout, Sampler, render_prompt
 from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, JobSettings, SamplingParams
-from rftlab.engine.tool_rollout import ToolRollouts
 from rftlab.engine.trainer import StepStats, Trainer
 from rftlab.engine.vllm_sampler import choose_sampler
 from rftlab.fireworks.contract import CANCELLED, COMPLETED, EARLY_STOPPED
@@ -108,18 +107,9 @@ class Prompts:
 
 
 def sample(
-    sampler: Sampler,
-    prompts: Prompts,
-    rows: list[Row],
-    candidates: int,
-    params: SamplingParams,
-    tools: ToolRollouts | None = None,
+    sampler: Sampler, prompts: Prompts, rows: list[Row], candidates: int, params: SamplingParams
 ) -> Iterator[list[Rollout]]:
-    """`candidates` rollouts per row, batch by batch as the sampler finishes them (multi-turn tool rollouts,
-    all at once, when the job has `tools`)."""
-    if tools is not None:
-        yield tools.run(sampler, rows, candidates, params)
-        return
+    """`candidates` rollouts per row, batch by batch as the sampler finishes them."""
     prompt_ids = [prompts.ids(row) for row in rows for _ in range(candidates)]
     for batch in sampler.generate(prompt_ids, params):
         yield [
@@ -177,7 +167,6 @@ def training_sequences(rollouts: list[Rollout], max_tokens: int) -> tuple[list[T
             len(rollout.prompt_ids),
             rollout.logprobs,
             rollout.advantage,
-            tuple(rollout.trained_mask),
         )
         cut, was_cut = truncate(sequence, max_tokens)
         truncated += was_cut
@@ -201,30 +190,17 @@ def round_metrics(
         "tokens_generated": sum(len(r.completion_ids) for r in rollouts),
         "tokens_trained": sum(len(s.tokens) for s in sequences),
         "truncated_sequences": truncated,
-        **tool_metrics(rollouts),
+        **reply_metrics(rollouts),
         **timing.metrics(),
     }
 
 
-def tool_metrics(rollouts: list[Rollout], prefix: str = "") -> dict[str, float]:
-    """Per round: turns and tool calls per rollout, tool errors, rollouts ended by the turn cap or the context
-    length, tool results cut, seconds spent in tools; nothing when the rollouts used no tools."""
-    used = [r.tool_use for r in rollouts if r.tool_use]
-    if not used:
-        return {}
-    calls = sum(u["tool_calls"] for u in used)
-    errors = sum(u["tool_errors"] for u in used)
-    metrics = {
-        "turns_per_rollout": sum(r.turns for r in rollouts) / len(rollouts),
-        "tool_calls_per_rollout": calls / len(used),
-        "tool_errors": errors,
-        "tool_error_rate": errors / calls if calls else 0.0,
-        "turn_capped_rollouts": sum(u["turn_capped"] for u in used),
-        "context_truncated_rollouts": sum(u["context_truncated"] for u in used),
-        "tool_results_truncated": sum(u["tool_results_truncated"] for u in used),
-        "tool_seconds": sum(u["tool_seconds"] for u in used),
+def reply_metrics(rollouts: list[Rollout], prefix: str = "") -> dict[str, float]:
+    """The share of replies cut off at max output tokens, and the mean reply length in tokens."""
+    return {
+        f"{prefix}truncated_replies_frac": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
+        f"{prefix}reply_tokens_mean": sum(len(r.completion_ids) for r in rollouts) / len(rollouts),
     }
-    return {prefix + key: value for key, value in metrics.items()}
 
 
 def step_metrics(stats: StepStats) -> dict[str, float]:
@@ -238,36 +214,32 @@ def eval_pass(
     rows: list[Row],
     params: SamplingParams,
     seed: int,
-    tools: ToolRollouts | None = None,
 ) -> tuple[float, list[Rollout]]:
     """Mean valid score, one rollout per row; its sampling noise comes from a fixed seed, apart from the training
     RNG, so every measurement of a job draws the same way."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        rollouts, _ = score(pool, sample(sampler, prompts, rows, 1, params, tools), rows)
+        rollouts, _ = score(pool, sample(sampler, prompts, rows, 1, params), rows)
     check_invalid_share(rollouts, "eval rows")
     valid = [r.score.value for r in rollouts if r.score.valid]
     return sum(valid) / len(valid), rollouts
 
 
 def measure_evals(
-    sampler: Sampler,
-    prompts: Prompts,
-    pool: EvaluatorPool,
-    rows: list[Row],
-    settings: JobSettings,
-    seed: int,
-    tools: ToolRollouts | None = None,
+    sampler: Sampler, prompts: Prompts, pool: EvaluatorPool, rows: list[Row], settings: JobSettings, seed: int
 ) -> tuple[dict[str, float], list[Rollout]]:
+    """The eval reward of each pass `settings.eval_passes` names (eval_reward: sampled at the job's temperature;
+    eval_reward_greedy), and the rollouts of the first pass."""
     started = time.perf_counter()
-    sampled, rollouts = eval_pass(
-        sampler, prompts, pool, rows, settings.sampling, seed + EVAL_SEED_OFFSET, tools
-    )
-    greedy, _ = eval_pass(
-        sampler, prompts, pool, rows, settings.sampling.as_greedy(), seed + EVAL_SEED_OFFSET, tools
-    )
-    metrics = {"eval_reward": sampled, "eval_reward_greedy": greedy, **tool_metrics(rollouts, "eval_")}
-    return {**metrics, "eval_reward_seconds": time.perf_counter() - started}, rollouts
+    metrics: dict[str, float] = {}
+    kept: list[Rollout] = []
+    for name in settings.eval_passes:
+        params = settings.sampling if name == "sampled" else settings.sampling.as_greedy()
+        key = "eval_reward" if name == "sampled" else "eval_reward_greedy"
+        metrics[key], rollouts = eval_pass(sampler, prompts, pool, rows, params, seed + EVAL_SEED_OFFSET)
+        kept = kept or rollouts
+    metrics.update(reply_metrics(kept, "eval_"))
+    return {**metrics, "eval_reward_seconds": time.perf_counter() - started}, kept
 
 
 def final_metrics(progress: Progress) -> dict[str, float]:
@@ -277,10 +249,12 @@ def final_metrics(progress: Progress) -> dict[str, float]:
         metrics["reward_last"] = progress.history[-1]["reward_mean"]
     if progress.evals:
         before, after = progress.evals[0], progress.evals[-1]
-        metrics["eval_reward_before"] = before["eval_reward"]
-        metrics["eval_reward_after"] = after["eval_reward"]
-        metrics["eval_reward_greedy_before"] = before["eval_reward_greedy"]
-        metrics["eval_reward_greedy_after"] = after["eval_reward_greedy"]
+        for key in ("eval_reward", "eval_reward_greedy"):
+            if key in before:
+                metrics[f"{key}_before"], metrics[f"{key}_after"] = before[key], after[key]
+    if progress.history:
+        replies = [m.get("truncated_replies_frac", 0.0) for m in progress.history]
+        metrics["truncated_replies_frac"] = sum(replies) / len(replies)
     generated = sum(m["tokens_generated"] for m in progress.history)
     gen_seconds = sum(m["gen_seconds"] for m in progress.history)
     if gen_seconds:
@@ -312,22 +286,16 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
     settings, K = inputs.settings, inputs.settings.candidates
     train_rows, eval_rows = job_rows(inputs)
     torch.manual_seed(inputs.seed)
-    base, tokenizer = load_base_model(inputs.base_model, choose_placement())
+    loaded = load_base(inputs.base_model, choose_placement())
+    print(loaded.notice, file=sys.stderr, flush=True)  # the job's log
+    base, tokenizer = loaded.model, loaded.tokenizer
     model = attach_adapter(base, settings.training.lora_rank, inputs.warm_start_adapter)
     chunks_per_epoch = math.ceil(len(train_rows) / chunk_rows(len(train_rows), settings.chunk_size))
     total_chunks = settings.training.epochs * chunks_per_epoch
     trainer = Trainer(model, settings.training, settings.sampling.temperature, total_chunks)
     progress = resume(inputs, model, trainer, reporter)
     max_tokens = min(settings.training.max_context_length, settings.training.batch_tokens)
-    tool_rollouts = (
-        ToolRollouts(tokenizer, settings.tools, settings.training.max_context_length)
-        if settings.tools
-        else nullcontext()
-    )
-    with (
-        EvaluatorPool(inputs.evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool,
-        tool_rollouts as tools,
-    ):
+    with EvaluatorPool(inputs.evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool:
         sampler = choose_sampler(
             model,
             tokenizer,
@@ -338,7 +306,7 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
         prompts = Prompts(tokenizer)
 
         def evaluate() -> tuple[dict[str, float], list[Rollout]]:
-            return measure_evals(sampler, prompts, pool, eval_rows, settings, inputs.seed, tools)
+            return measure_evals(sampler, prompts, pool, eval_rows, settings, inputs.seed)
 
         if eval_rows and not progress.evals:
             evals, eval_rollouts = evaluate()
@@ -352,9 +320,7 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 if reporter.should_stop():
                     return JobOutcome(CANCELLED, "cancelled", final_metrics(progress))
                 rows = [train_rows[i] for i in chunks[chunk]]
-                rollouts, timing = score(
-                    pool, sample(sampler, prompts, rows, K, settings.sampling, tools), rows
-                )
+                rollouts, timing = score(pool, sample(sampler, prompts, rows, K, settings.sampling), rows)
                 check_invalid_share(rollouts, "chunk")
                 dropped = assign_advantages(rollouts, K)
                 sequences, truncated = training_sequences(rollouts, max_tokens)
@@ -372,8 +338,8 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 done_chunks = progress.epoch * chunks_per_epoch + progress.chunk
                 save_checkpoint(inputs.checkpoint_dir, done_chunks, model, trainer, progress.__dict__)
                 report_round(reporter, progress, steps, rollouts, eval_rollouts, K, done_chunks, total_chunks)
-    model.save_pretrained(inputs.output_dir)
-    return outcome(progress)
+    save_adapter(model, inputs.output_dir)
+    return outcome(progress, loaded.notice if loaded.source.kind == "gguf" else "")
 
 
 def job_rows(inputs: JobInputs) -> tuple[list[Row], list[Row]]:
@@ -384,14 +350,21 @@ def job_rows(inputs: JobInputs) -> tuple[list[Row], list[Row]]:
     return split_rows(inputs.train_rows, inputs.eval_rows, inputs.settings.eval_auto_carveout, inputs.seed)
 
 
-def outcome(progress: Progress) -> JobOutcome:
-    if progress.stopped_early:
-        return JobOutcome(
-            EARLY_STOPPED,
-            f"epoch {progress.epoch} had no group with different rewards: nothing left to learn from",
-            final_metrics(progress),
+def outcome(progress: Progress, notice: str = "") -> JobOutcome:
+    """The job's end state; its message adds the notice and a warning when most replies were cut off."""
+    metrics = final_metrics(progress)
+    notes = [notice] if notice else []
+    if metrics.get("truncated_replies_frac", 0.0) > 0.5:
+        notes.append(
+            f"warning: {metrics['truncated_replies_frac']:.0%} of the replies hit maxOutputTokens and were cut off; "
+            "raise inferenceParameters.maxOutputTokens (sampling.max_output_tokens)"
         )
-    return JobOutcome(COMPLETED, "", final_metrics(progress))
+    if progress.stopped_early:
+        notes.insert(
+            0, f"epoch {progress.epoch} had no group with different rewards: nothing left to learn from"
+        )
+        return JobOutcome(EARLY_STOPPED, "; ".join(notes), metrics)
+    return JobOutcome(COMPLETED, "; ".join(notes), metrics)
 
 
 def resume(inputs: JobInputs, model: Any, trainer: Trainer, reporter: Reporter) -> Progress:

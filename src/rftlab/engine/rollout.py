@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from peft import PeftModel
+from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftlab.engine.adapter import MergedCopy, merges_for_sampling
 from rftlab.engine.evaluator import Score
+from rftlab.engine.models import declared_eos_ids
 from rftlab.engine.settings import SamplingParams
 
 
@@ -56,9 +58,6 @@ class Rollout:
     finish_reason: str
     """"stop" (an end-of-sequence id or a stop string), "length" (max output tokens) or "turns" (turn cap)."""
     turns: int = 1
-    tool_use: dict[str, float] = field(default_factory=dict)
-    """A tool rollout's counts: tool_calls, tool_errors, tool_seconds, turn_capped, context_truncated,
-    tool_results_truncated (empty for a single-turn rollout)."""
     score: Score = field(default_factory=lambda: Score(None, error="not scored"))
     advantage: float | None = None
     """Group-relative advantage; None when its group carries no signal (or it is invalid)."""
@@ -94,7 +93,6 @@ class Rollout:
             "metrics": self.score.metrics,
             "finish_reason": self.finish_reason,
             "turns": self.turns,
-            **self.tool_use,
             "prompt_tokens": len(self.prompt_ids),
             "completion_tokens": len(self.completion_ids),
             "advantage": self.advantage,
@@ -123,6 +121,13 @@ class Sampler(Protocol):
 class HFSampler:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64):
         self.policy, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.eos_ids = declared_eos_ids(model, tokenizer)
+        # generate fills every knob left at its global default from the model's generation_config (Qwen's top_p
+        # 0.8 and repetition penalty, for one): the sampler's distribution must be the job's alone
+        generating = model.get_base_model() if isinstance(model, PeftModel) else model
+        generating.generation_config = GenerationConfig(
+            eos_token_id=self.eos_ids, pad_token_id=tokenizer.pad_token_id
+        )
         self._merged = MergedCopy(model) if merges_for_sampling(model) else None
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[Completion]]:
@@ -161,7 +166,7 @@ class HFSampler:
                 model, prompts, input_ids_B_P.to(device), attention_mask_B_P.to(device)
             ),
             max_new_tokens=params.max_output_tokens,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.eos_ids,
             pad_token_id=pad_id,
             stop_strings=list(params.stop) or None,
             tokenizer=self.tokenizer if params.stop else None,
@@ -170,15 +175,19 @@ class HFSampler:
             **sampling,
         )
         model.train(was_training)
-        new_ids_B_T = output.sequences[:, width:].cpu()
-        logits_B_T_V = torch.stack(output.logits, dim=1).float()
+        new_ids_B_T = output.sequences[:, width:]
         temperature = 1.0 if params.greedy else params.temperature
-        logprobs_B_T = (
-            torch.log_softmax(logits_B_T_V / temperature, dim=-1)
-            .gather(-1, new_ids_B_T.to(logits_B_T_V.device).unsqueeze(-1))
-            .squeeze(-1)
-            .cpu()
-        )
+        # one step at a time: B x V floats at once instead of B x T x V (a 150k vocabulary makes that gigabytes)
+        logprobs_B_T = torch.stack(
+            [
+                torch.log_softmax(logits_B_V.float() / temperature, dim=-1)
+                .gather(-1, new_ids_B_T[:, t : t + 1])
+                .squeeze(-1)
+                for t, logits_B_V in enumerate(output.logits)
+            ],
+            dim=1,
+        ).cpu()
+        new_ids_B_T = new_ids_B_T.cpu()
         return [
             self._finish(offset + i, prompts[i], new_ids_B_T[i].tolist(), logprobs_B_T[i].tolist(), params)
             for i in range(len(prompts))
@@ -224,10 +233,10 @@ class HFSampler:
         logprobs: list[float],
         params: SamplingParams,
     ) -> Completion:
-        """Cut the generated tokens at eos (kept: the model learns to stop) or after a stop string."""
-        eos = self.tokenizer.eos_token_id
+        """Cut the generated tokens at the first end-of-sequence id (kept: the model learns to stop) or after a
+        stop string."""
         for end, token in enumerate(new_ids, start=1):
-            if token == eos:
+            if token in self.eos_ids:
                 kept = new_ids[:end]
                 return Completion(index, prompt_ids, kept, logprobs[:end], self._text(kept), "stop")
             if params.stop:

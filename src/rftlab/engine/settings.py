@@ -50,3 +50,5 @@ class JobSettings:
     """Rows per rollout round; -1 or more than the rows: the whole epoch."""
     eval_auto_carveout: bool
     evaluator_concurrency: int
+    eval_passes: tuple[str, ...] = ("sampled",)
+    """Which eval passes measure the eval reward: "sampled" (at the job's temperature) and/or "greedy"."""

@@ -8,12 +8,14 @@ step's token count (token-level mean).
 from __future__ import annotations
 
 import math
+import resource
 from dataclasses import dataclass
 
 import torch
 from peft import PeftModel
 
 from rftlab.engine.algo import loss_spec, policy_loss_N
+from rftlab.engine.logprobs import token_logprobs
 from rftlab.engine.packing import MicroBatch
 from rftlab.engine.settings import TrainingSettings
 
@@ -39,13 +41,28 @@ class StepStats:
     grad_norm: float
     learning_rate: float
     tokens: int
+    peak_memory_mb: float = 0.0
+    """On a GPU, the most memory torch held during the step; on CPU, the process's peak resident memory so far."""
 
     @classmethod
     def none(cls) -> StepStats:
         """The stats of a round that updated nothing."""
         return cls(
-            loss=0.0, kl=0.0, clip_fraction=0.0, entropy=0.0, grad_norm=0.0, learning_rate=0.0, tokens=0
+            loss=0.0,
+            kl=0.0,
+            clip_fraction=0.0,
+            entropy=0.0,
+            grad_norm=0.0,
+            learning_rate=0.0,
+            tokens=0,
+            peak_memory_mb=peak_memory_mb(),
         )
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 class Trainer:
@@ -66,6 +83,8 @@ class Trainer:
 
     def step(self, microbatches: list[MicroBatch]) -> StepStats:
         self.model.train()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         total_tokens = sum(batch.token_count for batch in microbatches)
         loss_sum = kl_sum = entropy_sum = 0.0
         clipped = 0
@@ -103,30 +122,33 @@ class Trainer:
             grad_norm=float(grad_norm),
             learning_rate=learning_rate,
             tokens=total_tokens,
+            peak_memory_mb=peak_memory_mb(),
         )
 
     def _logprobs(self, batch: MicroBatch, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probabilities of the trained tokens under the sampling temperature (and their entropy)."""
+        """Log-probabilities of the trained tokens under the sampling temperature (and their entropy), without
+        the logits of every packed position (logprobs.py)."""
         device, dtype = self.model.device, self.model.dtype
         attends_R_1_L_L = batch.attends_R_L_L.to(device).unsqueeze(1)
         # an additive mask: every attention implementation (eager included) reads it the same way
         attention_mask_R_1_L_L = torch.zeros(attends_R_1_L_L.shape, dtype=dtype, device=device).masked_fill(
             ~attends_R_1_L_L, torch.finfo(dtype).min
         )
-        logits_R_L_V = self.model(
+        base = self.model.get_base_model()
+        hidden_R_L_H = base.get_decoder()(
             input_ids=batch.input_ids_R_L.to(device),
             position_ids=batch.position_ids_R_L.to(device),
             attention_mask=attention_mask_R_1_L_L,
             use_cache=False,
-        ).logits
+        ).last_hidden_state
         # index_select, not indexing with a tensor: on CPU the backward of the latter (index_put_ with accumulate)
         # adds up in an order that depends on thread scheduling, so a seeded job drifted from one run to the next
-        predicted_N_V = logits_R_L_V.flatten(0, 1).index_select(0, batch.predict_at_N.to(device))
-        logits_N_V = predicted_N_V.float() / self.temperature
-        all_logprobs_N_V = torch.log_softmax(logits_N_V, dim=-1)
-        logprobs_N = all_logprobs_N_V.gather(-1, batch.targets_N.to(device).unsqueeze(-1)).squeeze(-1)
-        entropy_N = None
-        if with_entropy:
-            with torch.no_grad():
-                entropy_N = -(all_logprobs_N_V.exp() * all_logprobs_N_V).sum(-1)
-        return logprobs_N, entropy_N
+        hidden_N_H = hidden_R_L_H.flatten(0, 1).index_select(0, batch.predict_at_N.to(device))
+        logprobs_N, entropy_N = token_logprobs(
+            base.get_output_embeddings(),
+            hidden_N_H,
+            batch.targets_N.to(device),
+            self.temperature,
+            getattr(base.config.get_text_config(), "final_logit_softcapping", None),
+        )
+        return logprobs_N, entropy_N if with_entropy else None

@@ -15,9 +15,9 @@ convention exactly when top-k and top-p are off (top_k 0, top_p 1) and for greed
 log-softmax). With truncation on, each value is the convention's plus -log(the probability mass the kept
 tokens hold at that temperature): never negative, and small while the kept tokens hold most of the mass.
 
-Completions are cut as `HFSampler` cuts them: vLLM stops at eos, which is kept, or after the token that
-completes a stop string, which is kept while the text leaves the stop string out. `finish_reason` follows
-`HFSampler` too: "stop" for eos or a stop string even when it came with the last allowed token, where vLLM
+Completions are cut as `HFSampler` cuts them: vLLM stops at every end-of-sequence id the model declares
+(`stop_token_ids`), which is kept, or after the token that completes a stop string, which is kept while the
+text leaves the stop string out. `finish_reason` follows `HFSampler` too: "stop" for eos or a stop string even when it came with the last allowed token, where vLLM
 says "length". Each prompt gets its own vLLM seed, drawn from torch's CPU generator, so a seeded job draws the
 same completions on every run (as far as vLLM's batched kernels are deterministic). All completions of a call
 come back as one batch: vLLM schedules the whole list at once.
@@ -38,7 +38,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rftlab.engine.adapter import save_adapter
 from rftlab.engine.api import JobFailed
-from rftlab.engine.models import resolve_model_source
+from rftlab.engine.models import declared_eos_ids, resolve_model_source
 from rftlab.engine.rollout import Completion, HFSampler, Sampler, text_before_stop
 from rftlab.engine.settings import SamplingParams
 
@@ -76,6 +76,7 @@ class VLLMSampler:
         from vllm import LLM
 
         self.model, self.tokenizer = model, tokenizer
+        self.eos_ids = declared_eos_ids(model, tokenizer)
         # a warm-start adapter keeps the rank it was saved with
         adapter_rank = max(lora_rank, model.peft_config[model.active_adapter].r)
         try:
@@ -88,8 +89,8 @@ class VLLMSampler:
                 gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
                 max_model_len=max_model_len,
                 logprobs_mode=LOGPROBS_MODE,
-                # stop at the tokenizer's eos only, as HFSampler does, and take no sampling defaults from the
-                # model's generation_config.json
+                # take no sampling defaults from the model's generation_config.json; its end-of-sequence ids
+                # come in as stop_token_ids, as HFSampler stops at them
                 generation_config="vllm",
             )
         except (ValueError, RuntimeError) as error:
@@ -129,6 +130,7 @@ class VLLMSampler:
                 top_k=params.top_k,  # 0 turns top-k off in vLLM too
                 max_tokens=params.max_output_tokens,
                 stop=list(params.stop) or None,
+                stop_token_ids=self.eos_ids,
                 seed=seed,
                 logprobs=0,  # the sampled token's only
             )
@@ -170,7 +172,7 @@ class VLLMSampler:
         logprobs = [step[token].logprob for step, token in zip(output.logprobs, ids, strict=True)]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         cut_text = text_before_stop(text, params.stop)
-        stopped = cut_text is not None or ids[-1:] == [self.tokenizer.eos_token_id]
+        stopped = cut_text is not None or (bool(ids) and ids[-1] in self.eos_ids)
         return Completion(
             index,
             prompt_ids,

@@ -1,0 +1,87 @@
+"""Chunked log-probabilities equal the full computation: values, entropies and gradients."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+from rftlab.engine.adapter import attach_adapter
+from rftlab.engine.logprobs import token_logprobs
+from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences
+from rftlab.engine.settings import TrainingSettings
+from rftlab.engine.trainer import Trainer
+from rftlab.paths import ASSETS_DIR
+
+
+def full_logprobs(logits_N_V: torch.Tensor, targets_N: torch.Tensor, temperature: float):
+    all_N_V = torch.log_softmax(logits_N_V.float() / temperature, dim=-1)
+    return all_N_V.gather(-1, targets_N[:, None]).squeeze(-1), -(all_N_V.exp() * all_N_V).sum(-1)
+
+
+def test_chunks_give_the_full_values_entropies_and_gradients():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden_N_H = torch.randn(11, 16, requires_grad=True)
+    targets_N = torch.randint(50, (11,))
+
+    expected, expected_entropy = full_logprobs(head(hidden_N_H), targets_N, 0.7)
+    expected.sum().backward()
+    expected_grads = hidden_N_H.grad.clone(), head.weight.grad.clone()
+    hidden_N_H.grad, head.weight.grad = None, None
+
+    logprobs, entropy = token_logprobs(head, hidden_N_H, targets_N, 0.7, chunk_tokens=4)
+    logprobs.sum().backward()
+
+    torch.testing.assert_close(logprobs, expected)
+    torch.testing.assert_close(entropy, expected_entropy)
+    torch.testing.assert_close(hidden_N_H.grad, expected_grads[0])
+    torch.testing.assert_close(head.weight.grad, expected_grads[1])
+    assert not entropy.requires_grad
+
+
+def test_softcapping_is_applied_before_the_temperature():
+    torch.manual_seed(1)
+    head = torch.nn.Linear(8, 30, bias=False)
+    hidden_N_H, targets_N = torch.randn(5, 8) * 10, torch.randint(30, (5,))
+    capped = torch.tanh(head(hidden_N_H) / 2.0) * 2.0
+    expected, _ = full_logprobs(capped, targets_N, 0.5)
+    logprobs, _ = token_logprobs(head, hidden_N_H, targets_N, 0.5, softcap=2.0, chunk_tokens=2)
+    torch.testing.assert_close(logprobs, expected)
+
+
+def test_the_trainer_gets_the_log_probs_of_the_full_forward_pass():
+    tokenizer = AutoTokenizer.from_pretrained(ASSETS_DIR / "tiny-arith")
+    torch.manual_seed(2)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    model = attach_adapter(AutoModelForCausalLM.from_config(config), rank=4, warm_start=None)
+    settings = TrainingSettings(1, 1e-3, 4, 4096, 512, 1, 0, 0.0, "grpo", 0.0)
+    trainer = Trainer(model, settings, temperature=0.8, planned_steps=1)
+    prompt = [5, 6, 7, 8]
+    sequences = [
+        TrainSequence([*prompt, *completion], len(prompt), [0.0] * len(completion), 1.0)
+        for completion in ([9, 10, 11], [12, 13], [14, 15, 16, 17])
+    ]
+    [rows] = pack_sequences(sequences, 4096)
+    batch = build_microbatch(sequences, rows, tokenizer.pad_token_id)
+
+    logprobs_N, entropy_N = trainer._logprobs(batch, with_entropy=True)
+
+    mask = torch.zeros(batch.attends_R_L_L.shape).masked_fill(
+        ~batch.attends_R_L_L, torch.finfo(torch.float32).min
+    )
+    logits_R_L_V = model(
+        input_ids=batch.input_ids_R_L, position_ids=batch.position_ids_R_L, attention_mask=mask.unsqueeze(1)
+    ).logits
+    expected, expected_entropy = full_logprobs(
+        logits_R_L_V.flatten(0, 1)[batch.predict_at_N], batch.targets_N, 0.8
+    )
+    torch.testing.assert_close(logprobs_N, expected)
+    torch.testing.assert_close(entropy_N, expected_entropy)
