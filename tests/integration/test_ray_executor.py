@@ -1,0 +1,235 @@
+"""`rftlab serve --executor ray` on a real multi-node Ray cluster on this machine (Ray's own test cluster: one head
+without CPUs and one-CPU worker nodes, every process on 127.0.0.1): a sweep spreads over the nodes, a job whose
+node dies resumes on another, and a job with two rollout workers trains exactly as with one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from server_harness import (
+    LocalServer,
+    add_training_inputs,
+    arithmetic_jsonl,
+    create_job,
+    finished,
+    job_metrics,
+    job_state,
+    small_job,
+    upload_dataset,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+ray_cluster_utils = pytest.importorskip(
+    "ray.cluster_utils", reason="Ray is not installed: pip install -e '.[local,ray]'"
+)
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Keeps Ray on 127.0.0.1 instead of the machine's external address."""
+NODE_LINE = re.compile(r"job worker starting on Ray node ([0-9a-f]+)")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    # short: Ray's socket paths live under it and must stay under the 107-byte limit of a unix socket path
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    saved = {name: os.environ.get(name) for name in (*LOOPBACK_ENV, "RAY_TMPDIR")}
+    os.environ.update({**LOOPBACK_ENV, "RAY_TMPDIR": temp})
+    cluster = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def server(cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    env = {
+        **LOOPBACK_ENV,
+        "RFTLAB_EXECUTOR": "ray",
+        "RAY_ADDRESS": cluster.address,
+        "RAY_TMPDIR": os.environ["RAY_TMPDIR"],
+    }
+    with LocalServer.under(
+        tmp_path_factory.mktemp("ray-server"), max_running_jobs=100, extra_env=env
+    ) as server:
+        with server.client() as client:
+            add_training_inputs(client)
+            assert upload_dataset(client, "local", "long", arithmetic_jsonl(64)).status_code == 200
+        yield server
+
+
+def worker_nodes(cluster) -> list[str]:
+    return [node.node_id for node in cluster.list_all_nodes() if node is not cluster.head_node]
+
+
+def nodes_of(server: LocalServer, job_id: str) -> list[str]:
+    """The Ray nodes the job's worker started on, in order."""
+    log = server.state_dir / "accounts" / "local" / "jobs" / job_id / "worker.log"
+    return NODE_LINE.findall(log.read_text()) if log.exists() else []
+
+
+def rewards(client, job_id: str) -> list[float]:
+    return [m["reward_mean"] for m in sorted(job_metrics(client, "local", job_id), key=lambda m: m["step"])]
+
+
+def test_a_sweep_spreads_over_both_nodes_and_completes(cluster, server: LocalServer) -> None:
+    jobs = [f"sweep-lr{i}" for i in range(4)]
+    with server.client() as client:
+        for i, job_id in enumerate(jobs):
+            body = small_job("accounts/local/datasets/one-chunk", "accounts/local/evaluators/exact")
+            body["trainingConfig"]["learningRate"] = 0.001 * (i + 1)
+            create_job(client, "local", job_id, body)
+        # one CPU per node and per job: two run while two wait for room
+        done = {
+            job_id: wait_for(lambda j=job_id: finished(client, "local", j), job_id, 600) for job_id in jobs
+        }
+    assert {job["state"] for job in done.values()} == {"JOB_STATE_COMPLETED"}, done
+    used = {node for job_id in jobs for node in nodes_of(server, job_id)}
+    assert used == set(worker_nodes(cluster))
+
+
+def test_a_job_whose_node_dies_resumes_on_the_other_without_losing_a_step(
+    cluster, server: LocalServer
+) -> None:
+    body = small_job("accounts/local/datasets/long", "accounts/local/evaluators/exact", chunkSize=4)
+    with server.client() as client:
+        create_job(client, "local", "survivor", body)
+        wait_for(lambda: len(job_metrics(client, "local", "survivor")) >= 3, "three steps", 300)
+        (first_node,) = nodes_of(server, "survivor")
+        before = rewards(client, "survivor")
+        victim = next(node for node in cluster.list_all_nodes() if node.node_id == first_node)
+        cluster.remove_node(victim, allow_graceful=False)
+        job = wait_for(lambda: finished(client, "local", "survivor"), "the job to finish", 600)
+        after = rewards(client, "survivor")
+        steps = sorted(m["step"] for m in job_metrics(client, "local", "survivor"))
+    cluster.add_node(num_cpus=1)  # the next tests get two worker nodes again
+    assert job["state"] == "JOB_STATE_COMPLETED", job
+    nodes = nodes_of(server, "survivor")
+    assert len(nodes) == 2 and nodes[1] != first_node, nodes
+    assert steps == list(range(1, int(json.loads(job["outputMetrics"])["steps"]) + 1))  # each step once
+    assert after[: len(before)] == before  # the steps done before the node died are kept as they were
+
+
+def test_two_rollout_workers_train_exactly_as_one(cluster, server: LocalServer) -> None:
+    cluster.add_node(num_cpus=1)  # the job's worker and two rollout workers, one CPU each
+    cluster.wait_for_nodes()
+    series = {}
+    with server.client() as client:
+        for workers in (1, 2):
+            job_id = f"workers-{workers}"
+            body = small_job(
+                "accounts/local/datasets/rows", "accounts/local/evaluators/exact", nodeCount=workers
+            )
+            create_job(client, "local", job_id, body)
+            job = wait_for(lambda j=job_id: finished(client, "local", j), job_id, 600)
+            assert job["state"] == "JOB_STATE_COMPLETED", job
+            series[workers] = rewards(client, job_id)
+        log = (server.state_dir / "accounts/local/jobs/workers-2/worker.log").read_text()
+    assert len(series[1]) >= 3 and series[1] == series[2]
+    assert len(set(series[1])) > 1  # rewards that move: the comparison can fail
+    assert "StaleWeights" not in log
+
+
+def test_cancel_ends_the_jobs_ray_actors(cluster, server: LocalServer) -> None:
+    body = small_job(
+        "accounts/local/datasets/long", "accounts/local/evaluators/exact", chunkSize=4, nodeCount=2
+    )
+    with server.client() as client:
+        create_job(client, "local", "cancelled", body)
+        wait_for(lambda: job_metrics(client, "local", "cancelled"), "a step", 300)
+        assert ray_actor_processes("RolloutWorker") and ray_actor_processes("JobProcess")
+        assert (
+            client.post("/v1/accounts/local/reinforcementFineTuningJobs/cancelled:cancel").status_code == 200
+        )
+        job = wait_for(lambda: finished(client, "local", "cancelled"), "the cancel", 120)
+        assert job["state"] == "JOB_STATE_CANCELLED", job_state(client, "local", "cancelled")
+    wait_for(lambda: not ray_actor_processes("RolloutWorker"), "the rollout workers to end", 60)
+    wait_for(lambda: not ray_actor_processes("JobProcess"), "the job's actor to end", 60)
+
+
+def ray_actor_processes(actor_class: str) -> list[int]:
+    """Live processes titled `ray::<actor_class>` (Ray names an actor's process after its class)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if title.startswith(f"ray::{actor_class}") and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_rollout_workers_sample_with_the_current_weights_only(cluster) -> None:
+    """Two rollout-worker actors on the cluster against the job's own process, around an update of the policy:
+    each block is sampled with the adapter the policy holds at that call, exactly as the job's process samples."""
+    import ray
+    import torch
+
+    from rftlab.engine.adapter import attach_adapter
+    from rftlab.engine.models import choose_placement, load_base_model
+    from rftlab.engine.rollout import render_prompt
+    from rftlab.engine.rollout_workers import (
+        InProcessBlocks,
+        RayRolloutWorkers,
+        adapter_weights,
+        weights_digest,
+    )
+    from rftlab.engine.settings import SamplingParams
+
+    torch.set_num_threads(1)  # as each one-CPU worker
+    base, tokenizer = load_base_model("tiny-arith", choose_placement())
+    policy = attach_adapter(base, 8, None)
+    rows = [json.loads(line) for line in arithmetic_jsonl(8).decode().splitlines()]
+    prompts = [render_prompt(tokenizer, row) for row in rows for _ in range(4)]
+    params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_output_tokens=8)
+
+    def sampled(sampler) -> list[tuple[int, list[int], list[float]]]:
+        torch.manual_seed(11)
+        return [
+            (c.prompt_index, c.completion_ids, c.logprobs)
+            for b in sampler.generate(prompts, params)
+            for c in b
+        ]
+
+    ray.init(address=cluster.address, logging_level="WARNING")
+    try:
+        workers = RayRolloutWorkers(policy, "tiny-arith", count=2)
+        before = sampled(workers)
+        assert before == sampled(InProcessBlocks(policy, tokenizer))
+        with torch.no_grad():  # an update: the next call must sample with these weights
+            for name, parameter in policy.named_parameters():
+                if "lora_B" in name:
+                    parameter.add_(0.05 * torch.randn_like(parameter))
+        updated = weights_digest(adapter_weights(policy))
+        after = sampled(workers)
+        assert after == sampled(InProcessBlocks(policy, tokenizer)) and after != before
+        blocks = len(workers.sampled_with) // 2
+        assert {digest for digest, _ in workers.sampled_with[blocks:]} == {updated}
+        assert len({pid for _, pid in workers.sampled_with}) == 2  # both workers sampled
+        stale = workers.actors[0].generate.remote(prompts[:4], 0, 1, params, "0" * 16)
+        with pytest.raises(ray.exceptions.RayTaskError, match="StaleWeights"):
+            ray.get(stale)
+        workers.close()
+    finally:
+        ray.shutdown()
