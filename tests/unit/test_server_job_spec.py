@@ -5,9 +5,11 @@ import pytest
 
 from rftlab.engine.api import JobFailed
 from rftlab.engine.models import resolve_model_source
+from rftlab.engine.settings import ToolSettings
 from rftlab.fireworks.contract import DEFAULTS
 from rftlab.paths import ASSETS_DIR
-from rftlab.server.job_spec import settings_for
+from rftlab.server.job_spec import engine_settings, settings_for
+from rftlab.server.schemas import JobRequest
 
 
 def test_unset_fields_take_the_contracts_defaults():
@@ -47,12 +49,37 @@ def test_extra_body_stop_is_read_from_a_json_string_or_an_object():
     [
         ({"inferenceParameters": {"extraBody": '{"stop": ["x"], "logit_bias": {}}'}}, "key(s) 'logit_bias'"),
         ({"inferenceParameters": {"extraBody": '{"stop": [""]}'}}, "non-empty strings"),
-        ({"mcpServer": "accounts/a/mcpServers/m"}, "MCP tool rollouts are not supported yet"),
+        (
+            {"inferenceParameters": {"extraBody": {"max_turns": 3}}},
+            "max_turns: only for a job with an mcpServer",
+        ),
     ],
 )
 def test_unsupported_settings_fail_the_job_with_the_field_named(job, message):
     with pytest.raises(JobFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
         settings_for(job)
+
+
+def test_tool_rollout_knobs_come_from_extra_body_for_a_job_with_an_mcp_server():
+    spec = JobRequest.model_validate(
+        {
+            "dataset": "d",
+            "evaluator": "e",
+            "trainingConfig": {"baseModel": "tiny-arith"},
+            "inferenceParameters": {"extraBody": {"max_turns": 3, "tool_call_timeout_s": 2.5}},
+        }
+    ).dump()
+    tools = engine_settings(spec, ToolSettings("http://127.0.0.1:1/mcp")).tools
+    assert (tools.max_turns, tools.call_timeout_s, tools.max_result_tokens) == (3, 2.5, 256)
+    assert (
+        engine_settings(
+            {**spec, "inferenceParameters": {**spec["inferenceParameters"], "extraBody": None}}, None
+        ).tools
+        is None
+    )
+    bad = {**spec, "inferenceParameters": {**spec["inferenceParameters"], "extraBody": '{"max_turns": 0}'}}
+    with pytest.raises(JobFailed, match="max_turns must be a positive number"):
+        engine_settings(bad, ToolSettings("http://127.0.0.1:1/mcp"))
 
 
 def test_model_names_resolve_to_local_folders_or_hub_repos(tmp_path):

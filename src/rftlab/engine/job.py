@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from rftlab.engine.models import choose_placement, load_base
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences, truncate
 from rftlab.engine.rollout import Rollout, Sampler, render_prompt
 from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, JobSettings, SamplingParams
+from rftlab.engine.tool_rollout import ToolRollouts
 from rftlab.engine.trainer import StepStats, Trainer
 from rftlab.engine.vllm_sampler import choose_sampler
 from rftlab.fireworks.contract import CANCELLED, COMPLETED, EARLY_STOPPED
@@ -107,9 +109,18 @@ class Prompts:
 
 
 def sample(
-    sampler: Sampler, prompts: Prompts, rows: list[Row], candidates: int, params: SamplingParams
+    sampler: Sampler,
+    prompts: Prompts,
+    rows: list[Row],
+    candidates: int,
+    params: SamplingParams,
+    tools: ToolRollouts | None = None,
 ) -> Iterator[list[Rollout]]:
-    """`candidates` rollouts per row, batch by batch as the sampler finishes them."""
+    """`candidates` rollouts per row, batch by batch as the sampler finishes them (multi-turn tool rollouts,
+    all at once, when the job has `tools`)."""
+    if tools is not None:
+        yield tools.run(sampler, rows, candidates, params)
+        return
     prompt_ids = [prompts.ids(row) for row in rows for _ in range(candidates)]
     for batch in sampler.generate(prompt_ids, params):
         yield [
@@ -167,6 +178,7 @@ def training_sequences(rollouts: list[Rollout], max_tokens: int) -> tuple[list[T
             len(rollout.prompt_ids),
             rollout.logprobs,
             rollout.advantage,
+            tuple(rollout.trained_mask),
         )
         cut, was_cut = truncate(sequence, max_tokens)
         truncated += was_cut
@@ -191,8 +203,30 @@ def round_metrics(
         "tokens_trained": sum(len(s.tokens) for s in sequences),
         "truncated_sequences": truncated,
         **reply_metrics(rollouts),
+        **tool_metrics(rollouts),
         **timing.metrics(),
     }
+
+
+def tool_metrics(rollouts: list[Rollout], prefix: str = "") -> dict[str, float]:
+    """Per round: turns and tool calls per rollout, tool errors, rollouts ended by the turn cap or the context
+    length, tool results cut, seconds spent in tools; nothing when the rollouts used no tools."""
+    used = [r.tool_use for r in rollouts if r.tool_use]
+    if not used:
+        return {}
+    calls = sum(u["tool_calls"] for u in used)
+    errors = sum(u["tool_errors"] for u in used)
+    metrics = {
+        "turns_per_rollout": sum(r.turns for r in rollouts) / len(rollouts),
+        "tool_calls_per_rollout": calls / len(used),
+        "tool_errors": errors,
+        "tool_error_rate": errors / calls if calls else 0.0,
+        "turn_capped_rollouts": sum(u["turn_capped"] for u in used),
+        "context_truncated_rollouts": sum(u["context_truncated"] for u in used),
+        "tool_results_truncated": sum(u["tool_results_truncated"] for u in used),
+        "tool_seconds": sum(u["tool_seconds"] for u in used),
+    }
+    return {prefix + key: value for key, value in metrics.items()}
 
 
 def reply_metrics(rollouts: list[Rollout], prefix: str = "") -> dict[str, float]:
@@ -214,19 +248,26 @@ def eval_pass(
     rows: list[Row],
     params: SamplingParams,
     seed: int,
+    tools: ToolRollouts | None = None,
 ) -> tuple[float, list[Rollout]]:
     """Mean valid score, one rollout per row; its sampling noise comes from a fixed seed, apart from the training
     RNG, so every measurement of a job draws the same way."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        rollouts, _ = score(pool, sample(sampler, prompts, rows, 1, params), rows)
+        rollouts, _ = score(pool, sample(sampler, prompts, rows, 1, params, tools), rows)
     check_invalid_share(rollouts, "eval rows")
     valid = [r.score.value for r in rollouts if r.score.valid]
     return sum(valid) / len(valid), rollouts
 
 
 def measure_evals(
-    sampler: Sampler, prompts: Prompts, pool: EvaluatorPool, rows: list[Row], settings: JobSettings, seed: int
+    sampler: Sampler,
+    prompts: Prompts,
+    pool: EvaluatorPool,
+    rows: list[Row],
+    settings: JobSettings,
+    seed: int,
+    tools: ToolRollouts | None = None,
 ) -> tuple[dict[str, float], list[Rollout]]:
     """The eval reward of each pass `settings.eval_passes` names (eval_reward: sampled at the job's temperature;
     eval_reward_greedy), and the rollouts of the first pass."""
@@ -236,9 +277,12 @@ def measure_evals(
     for name in settings.eval_passes:
         params = settings.sampling if name == "sampled" else settings.sampling.as_greedy()
         key = "eval_reward" if name == "sampled" else "eval_reward_greedy"
-        metrics[key], rollouts = eval_pass(sampler, prompts, pool, rows, params, seed + EVAL_SEED_OFFSET)
+        metrics[key], rollouts = eval_pass(
+            sampler, prompts, pool, rows, params, seed + EVAL_SEED_OFFSET, tools
+        )
         kept = kept or rollouts
     metrics.update(reply_metrics(kept, "eval_"))
+    metrics.update(tool_metrics(kept, "eval_"))
     return {**metrics, "eval_reward_seconds": time.perf_counter() - started}, kept
 
 
@@ -295,7 +339,15 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
     trainer = Trainer(model, settings.training, settings.sampling.temperature, total_chunks)
     progress = resume(inputs, model, trainer, reporter)
     max_tokens = min(settings.training.max_context_length, settings.training.batch_tokens)
-    with EvaluatorPool(inputs.evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool:
+    tool_rollouts = (
+        ToolRollouts(tokenizer, settings.tools, settings.training.max_context_length)
+        if settings.tools
+        else nullcontext()
+    )
+    with (
+        EvaluatorPool(inputs.evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool,
+        tool_rollouts as tools,
+    ):
         sampler = choose_sampler(
             model,
             tokenizer,
@@ -306,7 +358,7 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
         prompts = Prompts(tokenizer)
 
         def evaluate() -> tuple[dict[str, float], list[Rollout]]:
-            return measure_evals(sampler, prompts, pool, eval_rows, settings, inputs.seed)
+            return measure_evals(sampler, prompts, pool, eval_rows, settings, inputs.seed, tools)
 
         if eval_rows and not progress.evals:
             evals, eval_rollouts = evaluate()
@@ -320,7 +372,9 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 if reporter.should_stop():
                     return JobOutcome(CANCELLED, "cancelled", final_metrics(progress))
                 rows = [train_rows[i] for i in chunks[chunk]]
-                rollouts, timing = score(pool, sample(sampler, prompts, rows, K, settings.sampling), rows)
+                rollouts, timing = score(
+                    pool, sample(sampler, prompts, rows, K, settings.sampling, tools), rows
+                )
                 check_invalid_share(rollouts, "chunk")
                 dropped = assign_advantages(rollouts, K)
                 sequences, truncated = training_sequences(rollouts, max_tokens)

@@ -26,6 +26,12 @@ class TrainSequence:
     old_logprobs: list[float]
     """One per completion token."""
     advantage: float
+    trained_mask: tuple[bool, ...] | None = None
+    """One per completion token: False where the model did not produce it (a tool rollout's tool results and
+    chat-template glue), which the update skips; None: every completion token is trained."""
+
+    def trained(self) -> list[bool]:
+        return list(self.trained_mask) if self.trained_mask is not None else [True] * len(self.old_logprobs)
 
 
 @dataclass
@@ -54,13 +60,14 @@ def truncate(sequence: TrainSequence, max_tokens: int) -> tuple[TrainSequence | 
     if len(sequence.tokens) <= max_tokens:
         return sequence, False
     kept = max_tokens - sequence.completion_start
-    if kept <= 0:
+    if kept <= 0 or not any(sequence.trained()[:kept]):
         return None, True
     cut = TrainSequence(
         sequence.tokens[:max_tokens],
         sequence.completion_start,
         sequence.old_logprobs[:kept],
         sequence.advantage,
+        None if sequence.trained_mask is None else sequence.trained_mask[:kept],
     )
     return cut, True
 
@@ -157,11 +164,14 @@ def build_microbatch(sequences: list[TrainSequence], rows: list[list[int]], pad_
         attends_R_L_L[r] = causal_L_L & same_unit_L_L & visible_L_L
         for index, cells in zip(row, layout.predict_cells, strict=True):
             sequence = sequences[index]
-            predict_at.extend(r * width + cell for cell in cells)
-            targets.extend(sequence.tokens[sequence.completion_start :])
-            old_logprobs.extend(sequence.old_logprobs)
-            advantages.extend([sequence.advantage] * len(cells))
-            sequence_ids.extend([sequence_count] * len(cells))
+            trained = sequence.trained()
+            kept = [i for i, keep in enumerate(trained) if keep]
+            completion = sequence.tokens[sequence.completion_start :]
+            predict_at.extend(r * width + cells[i] for i in kept)
+            targets.extend(completion[i] for i in kept)
+            old_logprobs.extend(sequence.old_logprobs[i] for i in kept)
+            advantages.extend([sequence.advantage] * len(kept))
+            sequence_ids.extend([sequence_count] * len(kept))
             sequence_count += 1
     return MicroBatch(
         input_ids_R_L=input_ids_R_L,

@@ -58,6 +58,9 @@ class Rollout:
     finish_reason: str
     """"stop" (an end-of-sequence id or a stop string), "length" (max output tokens) or "turns" (turn cap)."""
     turns: int = 1
+    tool_use: dict[str, float] = field(default_factory=dict)
+    """A tool rollout's counts: tool_calls, tool_errors, tool_seconds, turn_capped, context_truncated,
+    tool_results_truncated (empty for a single-turn rollout)."""
     score: Score = field(default_factory=lambda: Score(None, error="not scored"))
     advantage: float | None = None
     """Group-relative advantage; None when its group carries no signal (or it is invalid)."""
@@ -93,6 +96,7 @@ class Rollout:
             "metrics": self.score.metrics,
             "finish_reason": self.finish_reason,
             "turns": self.turns,
+            **self.tool_use,
             "prompt_tokens": len(self.prompt_ids),
             "completion_tokens": len(self.completion_ids),
             "advantage": self.advantage,

@@ -3,7 +3,7 @@ job (`rftlab.server.job_spec`), with every default already applied; the engine n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rftlab.fireworks.contract import LossMethod
 
@@ -41,6 +41,20 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class ToolSettings:
+    """Multi-turn tool rollouts against one MCP server (streamable HTTP), a fresh session per rollout."""
+
+    endpoint_url: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    """Sent with every request (e.g. `Authorization`): never printed."""
+    max_turns: int = 8
+    """Assistant turns per rollout at most; a rollout still calling tools at the cap ends ("turns")."""
+    call_timeout_s: float = 30.0
+    max_result_tokens: int = 256
+    """A tool result longer than this is cut (and counted)."""
+
+
+@dataclass(frozen=True)
 class JobSettings:
     training: TrainingSettings
     sampling: SamplingParams
@@ -52,3 +66,5 @@ class JobSettings:
     evaluator_concurrency: int
     eval_passes: tuple[str, ...] = ("sampled",)
     """Which eval passes measure the eval reward: "sampled" (at the job's temperature) and/or "greedy"."""
+    tools: ToolSettings | None = None
+    """Set when the job names an MCP server: rollouts are multi-turn and may call its tools."""

@@ -137,6 +137,10 @@ def _resolve_references(session: Session, account_id: str, job_id: str, spec: di
             session, account_id, "datasets", spec["evaluationDataset"], "evaluationDataset", "READY"
         )
     spec["evaluator"] = _ready(session, account_id, "evaluators", spec["evaluator"], "evaluator", "ACTIVE")
+    if spec.get("mcpServer"):
+        spec["mcpServer"] = _ready(
+            session, account_id, "mcpServers", spec["mcpServer"], "mcpServer", "ACTIVE"
+        )
     training = spec["trainingConfig"]
     if training.get("warmStartFrom"):
         training["warmStartFrom"] = _ready(

@@ -15,6 +15,7 @@ from rftlab.server import (
     api_datasets,
     api_evaluators,
     api_jobs,
+    api_mcp_servers,
     api_models,
     api_rollouts,
     api_secrets,
@@ -86,7 +87,7 @@ def create_app(
         message = f"{request.method} {request.url.path}: {error.detail}"
         return error_response(error.status_code, status, message)
 
-    for module in (uploads, api_datasets, api_evaluators, api_secrets, api_jobs, api_models):
+    for module in (uploads, api_datasets, api_evaluators, api_secrets, api_mcp_servers, api_jobs, api_models):
         app.include_router(module.router)
     app.include_router(api_rollouts.router)
     app.include_router(dashboard_routes.router)

@@ -3,28 +3,35 @@ typed settings, plus the checks of what this backend cannot run yet, which fail 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from rftlab.engine.api import JobFailed
-from rftlab.engine.settings import JobSettings, SamplingParams, TrainingSettings
+from rftlab.engine.settings import JobSettings, SamplingParams, ToolSettings, TrainingSettings
 from rftlab.fireworks import contract
 
-SUPPORTED_EXTRA_BODY_KEYS = ("stop",)
+TOOL_EXTRA_BODY_KEYS = ("max_turns", "tool_call_timeout_s", "max_tool_result_tokens")
+"""Local-backend knobs of tool rollouts (a job with mcpServer), as `ToolSettings` fields."""
+SUPPORTED_EXTRA_BODY_KEYS = ("stop", *TOOL_EXTRA_BODY_KEYS)
 MAX_EVALUATOR_CONCURRENCY = 128
 """Evaluator worker processes per job at most, whatever maxConcurrentEvaluations asks for."""
 
 
-def stop_strings(extra_body: str | None) -> tuple[str, ...]:
-    if not extra_body:
-        return ()
-    body = json.loads(extra_body)  # the schema accepted only a JSON object
+def extra_body(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    body = json.loads(text)  # the schema accepted only a JSON object
     unknown = sorted(set(body) - set(SUPPORTED_EXTRA_BODY_KEYS))
     if unknown:
         raise JobFailed(
             f"inferenceParameters.extraBody key(s) {', '.join(map(repr, unknown))} are not supported by the local "
             f"backend; supported: {', '.join(SUPPORTED_EXTRA_BODY_KEYS)}"
         )
+    return body
+
+
+def stop_strings(body: dict[str, Any]) -> tuple[str, ...]:
     stop = body.get("stop") or ()
     if isinstance(stop, str):
         stop = (stop,)
@@ -33,13 +40,28 @@ def stop_strings(extra_body: str | None) -> tuple[str, ...]:
     return tuple(stop)
 
 
-def engine_settings(spec: dict[str, Any]) -> JobSettings:
-    if spec.get("mcpServer"):
-        raise JobFailed(
-            f"mcpServer {spec['mcpServer']!r}: MCP tool rollouts are not supported yet by the local backend; "
-            "remove mcpServer from the job"
-        )
+def tool_knobs(tools: ToolSettings | None, body: dict[str, Any]) -> ToolSettings | None:
+    """`tools` with the extraBody knobs of tool rollouts applied."""
+    given = {key: body[key] for key in TOOL_EXTRA_BODY_KEYS if key in body}
+    if not given:
+        return tools
+    if tools is None:
+        raise JobFailed(f"inferenceParameters.extraBody {', '.join(given)}: only for a job with an mcpServer")
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise JobFailed(f"inferenceParameters.extraBody.{key} must be a positive number, not {value!r}")
+    return dataclasses.replace(
+        tools,
+        max_turns=int(given.get("max_turns", tools.max_turns)),
+        call_timeout_s=float(given.get("tool_call_timeout_s", tools.call_timeout_s)),
+        max_result_tokens=int(given.get("max_tool_result_tokens", tools.max_result_tokens)),
+    )
+
+
+def engine_settings(spec: dict[str, Any], tools: ToolSettings | None = None) -> JobSettings:
+    """`tools`: how to reach the job's MCP server (`api_mcp_servers.tool_settings`), when it names one."""
     training, inference, loss = spec["trainingConfig"], spec["inferenceParameters"], spec["lossConfig"]
+    extra = extra_body(inference.get("extraBody"))
     return JobSettings(
         training=TrainingSettings(
             epochs=training["epochs"],
@@ -58,12 +80,13 @@ def engine_settings(spec: dict[str, Any]) -> JobSettings:
             top_p=inference["topP"],
             top_k=inference["topK"],
             max_output_tokens=inference["maxOutputTokens"] or contract.DEFAULTS.max_output_tokens,
-            stop=stop_strings(inference.get("extraBody")),
+            stop=stop_strings(extra),
         ),
         candidates=inference["responseCandidatesCount"],
         chunk_size=spec["chunkSize"],
         eval_auto_carveout=spec["evalAutoCarveout"],
         evaluator_concurrency=min(MAX_EVALUATOR_CONCURRENCY, spec["maxConcurrentEvaluations"]),
+        tools=tool_knobs(tools, extra),
     )
 
 

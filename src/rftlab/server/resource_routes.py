@@ -43,6 +43,7 @@ def referenced_names(spec: dict) -> set[str]:
             spec.get("dataset"),
             spec.get("evaluationDataset"),
             spec.get("evaluator"),
+            spec.get("mcpServer"),
             training.get("warmStartFrom"),
         )
         if name

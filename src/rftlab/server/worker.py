@@ -28,6 +28,7 @@ from sqlalchemy import update
 from rftlab.engine.api import EvaluatorCode, JobFailed, JobInputs, JobOutcome
 from rftlab.fireworks.contract import CANCELLED, FAILED, RUNNING
 from rftlab.server import wandb_sink
+from rftlab.server.api_mcp_servers import tool_settings
 from rftlab.server.api_secrets import account_secrets
 from rftlab.server.dataset_check import read_rows
 from rftlab.server.evaluator_build import BuildError
@@ -195,7 +196,7 @@ def build_inputs(store: Store, layout: StateLayout, job: Job) -> JobInputs:
         base_model, warm_start_adapter = start.body["baseModel"], Path(start.body["adapterPath"])
     job_dir = layout.job_dir(account, job.job_id)
     return JobInputs(
-        settings=engine_settings(spec),
+        settings=engine_settings(spec, tool_settings(store, layout, account, spec)),
         train_rows=rows(spec["dataset"]),
         eval_rows=rows(spec["evaluationDataset"]) if spec.get("evaluationDataset") else None,
         evaluator=EvaluatorCode(
