@@ -13,7 +13,6 @@ from server_harness import (
     DATASET,
     EVALUATOR,
     LocalServer,
-    add_training_inputs,
     create_job,
     finished,
     job_metrics,
@@ -23,6 +22,7 @@ from server_harness import (
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 STEPS = 12
+JOB = "dashboard-trained"
 
 pytestmark = pytest.mark.slow
 
@@ -159,37 +159,34 @@ def test_the_other_account_sees_its_own_job(server, browser):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A server that trained a real short job (`real`: 4 steps of the tiny model, an eval before and after)."""
-    with LocalServer.under(tmp_path_factory.mktemp("trained")) as running:
-        with running.client() as client:
-            add_training_inputs(client)
-            create_job(client, "local", "real", small_job(DATASET, EVALUATOR, evalAutoCarveout=True))
-            job = wait_for(lambda: finished(client, "local", "real"), "the job to end", timeout_s=600)
-            assert job["state"] == "JOB_STATE_COMPLETED", job
-            running.steps = len(job_metrics(client, "local", "real"))
-            last = client.get(
-                f"/v1/accounts/local/reinforcementFineTuningJobs/real/rollouts?step={running.steps}"
-            )
-            running.last_step_texts = {r["completion_text"] for r in last.json()["rollouts"]}
-        yield running
+def trained(training_server):
+    """The shared training server, once it trained a real short job (4 steps, an eval before and after)."""
+    with training_server.client() as client:
+        create_job(client, "local", JOB, small_job(DATASET, EVALUATOR, evalAutoCarveout=True))
+        job = wait_for(lambda: finished(client, "local", JOB), "the job to end", timeout_s=600)
+        assert job["state"] == "JOB_STATE_COMPLETED", job
+        steps = len(job_metrics(client, "local", JOB))
+        last = client.get(
+            f"/v1/accounts/local/reinforcementFineTuningJobs/{JOB}/rollouts", params={"step": steps}
+        )
+    return training_server, steps, {r["completion_text"] for r in last.json()["rollouts"]}
 
 
 def test_a_trained_jobs_link_shows_its_curve_and_rollouts(trained, browser):
     from selenium.webdriver.common.by import By
 
-    job_page = f"{trained.base_url}/dashboard/fine-tuning/reinforcement/real"
-    browser.get(job_page)
-    browser.find_element(By.ID, "api_key").send_keys(trained.local_key())
+    server, steps, last_step_texts = trained
+    browser.get(f"{server.base_url}/dashboard/fine-tuning/reinforcement/{JOB}")
+    browser.find_element(By.ID, "api_key").send_keys(server.local_key())
     browser.find_element(By.ID, "login").click()
     wait_for(
-        lambda: texts(browser, f'#chart-reward[data-points="{trained.steps}"] canvas'),
-        f"the reward curve with {trained.steps} points",
+        lambda: texts(browser, f'#chart-reward[data-points="{steps}"] canvas'),
+        f"the reward curve with {steps} points",
         timeout_s=30,
     )
     wait_for(lambda: texts(browser, "#groups .group"), "the last step's groups", 30)
-    assert f"step {trained.steps}: " in texts(browser, "#step-label")[0]
+    assert f"step {steps}: " in texts(browser, "#step-label")[0]
     shown = texts(browser, "#groups .card .completion")
-    assert shown and set(shown) <= trained.last_step_texts
+    assert shown and set(shown) <= last_step_texts
     assert texts(browser, "#eval-summary")[0].startswith("eval reward ")
-    assert all(url.startswith(trained.base_url) for url in requested_urls(browser))
+    assert all(url.startswith(server.base_url) for url in requested_urls(browser))
