@@ -140,7 +140,8 @@ def _run(
     save_executor_setting(store, executor_setting)
     app = create_app(store, layout, args.max_running_jobs, limits_from(args))
     layout.pid_file.write_text(f"{os.getpid()}\n")
-    print(f"rftlab serve: http://{args.host}:{args.port} (state: {layout.root})", flush=True)
+    address = f"http://{args.host}:{args.port}"
+    print(f"rftlab serve: {address} (state: {layout.root}); dashboard: {address}/dashboard", flush=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler installed before it ran: this one
     # turns it into SystemExit so the cleanup below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
