@@ -87,15 +87,20 @@ def chat(argv: list[str]) -> int:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     args = parser.parse_args(argv)
     adapter, base_model = _chat_model(args.model)
+    from rftlab.engine.api import JobFailed
     from rftlab.engine.chat import chat as answer
 
-    reply = answer(
-        args.prompt,
-        adapter=adapter,
-        base_model=args.base_model or base_model,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-    )
+    try:
+        reply = answer(
+            args.prompt,
+            adapter=adapter,
+            base_model=args.base_model or base_model,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+        )
+    except JobFailed as error:  # a model that cannot load: the reason and the fix, no traceback
+        print(f"rftlab chat: {error}", file=sys.stderr)
+        return 1
     print(reply)
     return 0
 

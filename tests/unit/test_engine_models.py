@@ -94,3 +94,12 @@ def test_a_gguf_file_loads_dequantized_and_says_so():
     loaded = load_base(str(PREPARED_GGUF), choose_placement())
     assert "dequantized from GGUF to float32" in loaded.notice
     assert loaded.tokenizer.chat_template is not None
+
+
+def test_rftlab_chat_says_why_a_model_cannot_load_without_a_traceback(tmp_path, capsys):
+    from rftlab import cli
+
+    assert cli.main(["chat", str(tmp_path / "no-such-model"), "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rftlab chat: base model") and "no such folder" in err
+    assert "Traceback" not in err

@@ -7,6 +7,7 @@ from pathlib import Path
 from peft import PeftConfig
 
 from rftlab.engine.adapter import load_adapter
+from rftlab.engine.api import JobFailed
 from rftlab.engine.models import choose_placement, load_base_model
 from rftlab.engine.rollout import HFSampler, render_prompt
 from rftlab.engine.settings import SamplingParams
@@ -27,7 +28,13 @@ def chat(
         base_model = PeftConfig.from_pretrained(adapter).base_model_name_or_path
     model, tokenizer = load_base_model(base_model, choose_placement())
     if adapter is not None:
-        model = load_adapter(model, adapter)
+        try:
+            model = load_adapter(model, adapter)
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            raise JobFailed(
+                f"the adapter at {adapter} does not load onto base model {base_model!r}: {error}. Pass the base "
+                "model it was trained on with --base-model"
+            ) from error
     prompt_ids = render_prompt(tokenizer, {"messages": [{"role": "user", "content": prompt}]})
     params = SamplingParams(temperature, 1.0, 0, max_new_tokens)
     [[completion]] = HFSampler(model, tokenizer).generate([prompt_ids], params)

@@ -94,8 +94,8 @@ def model_source(name: str) -> ModelSource:
     if _looks_like_path(name):
         raise JobFailed(
             f"base model {name!r}: no such folder ({path.resolve()} does not exist), and it is not a hub repo id "
-            "(ORG/NAME); check the path (relative paths resolve against the server's working directory: "
-            "prefer an absolute one)"
+            "(ORG/NAME); check the path (a relative one resolves against the working directory of the process "
+            "that loads it, the server's for a job: prefer an absolute path)"
         )
     return _hub_or_prepared(name)
 
