@@ -85,6 +85,17 @@ def test_repeated_launch_creates_no_duplicate(server, workdir, capsys):
         assert run.read_json("response.json")["name"].endswith(run.job_id)
 
 
+def test_status_names_each_jobs_dashboard_page(server, workdir, capsys):
+    assert cli.main(launch_args(server, "training.learning_rate=4e-3")) == 0
+    (run,) = find_runs(workdir / "outputs")
+    capsys.readouterr()
+    assert cli.main(["status", "--no-refresh"]) == 0
+    page = f"{server.base_url}/dashboard/fine-tuning/reinforcement/{run.job_id}"
+    assert f"{run.job_id}  {page}" in capsys.readouterr().out
+    with server.client() as client:
+        assert client.get(page).status_code == 200
+
+
 def test_secrets_reach_no_record_and_no_output(server, workdir, marker_secrets, capfd):
     args = launch_args(server, "training.learning_rate=2e-3", "wandb=on", "wandb.entity=team", "output=json")
     assert cli.main(args) == 0

@@ -155,3 +155,8 @@ def status_table(runs: list[RunRecord], clients: Clients | None = None) -> Table
     for run in runs:
         table.add_row(*_status_row(run, clients))
     return table
+
+
+def dashboard_links(runs: list[RunRecord]) -> str:
+    """Each submitted run's page (the local backend's dashboard, or Fireworks' web app), one per line."""
+    return "\n".join(f"{run.job_id}  {run.dashboard_url}" for run in runs if run.kind == "submitted")

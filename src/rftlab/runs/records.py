@@ -30,6 +30,7 @@ import yaml
 
 from rftlab.fireworks.contract import TERMINAL_STATES
 from rftlab.fireworks.redact import redact, redact_text
+from rftlab.runs.dashboard import job_dashboard_url
 
 _YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's is ~10x faster where installed
 _VERSIONED = ("rftlab", "hydra-core", "omegaconf", "pydantic", "httpx", "torch", "transformers", "peft")
@@ -137,6 +138,12 @@ class RunRecord:
         if self.meta.get("dry_run"):
             return "dry run"
         return "submitted" if (self.path / "job.json").is_file() else "refused"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The job's page: on the local backend's dashboard, or in Fireworks' web app."""
+        backend = self.meta.get("backend") or {}
+        return job_dashboard_url(backend.get("kind", "fireworks"), backend.get("base_url", ""), self.job_id)
 
     @property
     def error(self) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.table import Table
 
 from rftlab.fireworks.redact import redact_text
-from rftlab.runs.follow import status_table, wide_console
+from rftlab.runs.follow import dashboard_links, status_table, wide_console
 from rftlab.runs.records import RunRecord, find_runs, latest_launch, new_launch_dir
 
 OUTPUTS = Path("outputs")
@@ -107,6 +107,9 @@ def status(argv: list[str]) -> int:
 
         with Clients() as clients:
             wide_console().print(status_table(runs_here, clients))
+    links = dashboard_links(runs_here)
+    if links:
+        print(f"dashboard:\n{links}")
     return 0
 
 
