@@ -3,6 +3,7 @@ reward measured the engine's way, and running one side of a comparison in its ow
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -10,6 +11,8 @@ import resource
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,41 @@ BENCH_THREADS = 2
 engine runs with too."""
 ARITHMETIC_DIR = ASSETS_DIR / "arithmetic"
 EXACT_MATCH = EvaluatorCode(root=ARITHMETIC_DIR, entry_file="exact_match.py", entry_func="evaluate")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A bundled task a benchmark trains on: its rows (assets/<folder>/train.jsonl, and eval.jsonl where the
+    task holds rows out itself), its evaluator and the model it is sized for."""
+
+    folder: str
+    evaluator: EvaluatorCode
+    model: str
+
+    def rows(self, name: str) -> list[dict[str, Any]]:
+        path = ASSETS_DIR / self.folder / name
+        if not path.is_file():
+            return []
+        with path.open() as lines:
+            return [json.loads(line) for line in lines if line.strip()]
+
+    def evaluate_function(self) -> Callable[..., Any]:
+        """The evaluator's entry function, imported into this process."""
+        path = self.evaluator.root / self.evaluator.entry_file
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return getattr(module, self.evaluator.entry_func)
+
+
+TASKS = {
+    "arithmetic": Task("arithmetic", EXACT_MATCH, "tiny-arith"),
+    "short_sums": Task(
+        "short_sums",
+        EvaluatorCode(root=ASSETS_DIR / "short_sums", entry_file="number_answer.py", entry_func="evaluate"),
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
 
 
 def pin_threads(threads: int = BENCH_THREADS) -> None:

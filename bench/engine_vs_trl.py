@@ -1,9 +1,10 @@
 """rftlab's engine against TRL's GRPOTrainer on the same GRPO work, in one invocation.
 
-Both sides train a LoRA adapter on the bundled tiny-arith model with the same rows, K completions for each of
+Both sides train a LoRA adapter on the same model (`--task`: the bundled tiny-arith model on two-digit
+addition, or a real model on the short-sums task, as bench/real_model.py runs it) with the same rows, K completions for each of
 P prompts per step, the same maximum output tokens, LoRA rank (alpha 2r, all linear layers), learning rate
 (cosine to 10% without warmup), weight decay, gradient clipping, loss (DAPO: clip 0.2 / 0.28, no KL,
-token-level mean), group-normalised advantages, sampling (temperature 1, no top-k / top-p), seed and number of
+token-level mean), group-normalised advantages, sampling (`--temperature`, no top-k / top-p), seed and number of
 steps. Each side runs in its own process, one after the other, both on torch's default threads (one per core,
 as the local backend gives a job when it runs one at a time) unless `--trl-threads` pins TRL's.
 
@@ -32,16 +33,15 @@ import torch
 
 from _common import (
     BENCH_THREADS,
-    EXACT_MATCH,
+    TASKS,
     StepLog,
-    arithmetic_rows,
+    Task,
     peak_rss_mb,
     pin_threads,
     print_machine,
     run_side,
 )
 
-MODEL = "tiny-arith"
 WEIGHT_DECAY = 0.01
 MIN_LR_RATE = 0.1
 CLIP_LOW, CLIP_HIGH = 0.2, 0.28
@@ -59,20 +59,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--task", choices=sorted(TASKS), default="arithmetic", help="rows, evaluator and model"
+    )
+    parser.add_argument("--model", help="the base model (default: the task's)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
         "--eval-rows", type=int, default=400, help="held-out rows for the reward before/after"
     )
     parser.add_argument("--trl-threads", type=int, default=BENCH_THREADS, help="torch threads for TRL's side")
     parser.add_argument("--side", choices=["rftlab", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.model = args.model or TASKS[args.task].model
+    return args
+
+
+def task(args: argparse.Namespace) -> Task:
+    return TASKS[args.task]
 
 
 def split(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
-    """(training rows: exactly steps x prompts of them, held-out rows): the engine's seeded carve-out, topped up
-    with training rows neither side trains on when `--eval-rows` asks for more."""
+    """(training rows: exactly steps x prompts of them, held-out rows): the task's held-out rows, or else the
+    engine's seeded carve-out, topped up with training rows neither side trains on when `--eval-rows` asks for
+    more."""
     from rftlab.engine.data import carve_out
 
-    train, held_out = carve_out(arithmetic_rows(), args.seed)
+    train, held_out = task(args).rows("train.jsonl"), task(args).rows("eval.jsonl")
+    if not held_out:
+        train, held_out = carve_out(train, args.seed)
     needed = args.steps * args.prompts
     if needed + max(0, args.eval_rows - len(held_out)) > len(train):
         raise SystemExit(
@@ -97,7 +111,7 @@ def job_resource(args: argparse.Namespace) -> dict[str, Any]:
             "optimizerWeightDecay": WEIGHT_DECAY,
         },
         "inferenceParameters": {
-            "temperature": 1.0,
+            "temperature": args.temperature,
             "topP": 1.0,
             "topK": 0,
             "maxOutputTokens": args.max_tokens,
@@ -111,14 +125,16 @@ def job_resource(args: argparse.Namespace) -> dict[str, Any]:
 
 def held_out_reward(model, tokenizer, rows: list[dict], args: argparse.Namespace) -> dict[str, float]:
     """The engine's own eval measurement (sampled with a fixed seed, and greedy) for any PEFT model."""
+    from dataclasses import replace
+
     from rftlab.engine.evaluator import EvaluatorPool
     from rftlab.engine.job import Prompts, measure_evals
     from rftlab.engine.rollout import HFSampler
     from rftlab.engine.settings import EVALUATOR_TIMEOUT_S
     from rftlab.server.job_spec import settings_for
 
-    settings = settings_for(job_resource(args))
-    with EvaluatorPool(EXACT_MATCH, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool:
+    settings = replace(settings_for(job_resource(args)), eval_passes=("sampled", "greedy"))
+    with EvaluatorPool(task(args).evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool:
         sampler = HFSampler(model, tokenizer)
         evals, _ = measure_evals(sampler, Prompts(tokenizer), pool, rows, settings, args.seed)
     return {"sampled": evals["eval_reward"], "greedy": evals["eval_reward_greedy"]}
@@ -150,15 +166,15 @@ def run_rftlab(args: argparse.Namespace) -> dict[str, Any]:
     from rftlab.server.job_spec import settings_for
 
     train, held_out = split(args)
-    base, tokenizer = load_base_model(MODEL, choose_placement())
+    base, tokenizer = load_base_model(args.model, choose_placement())
     before = held_out_reward(attach_adapter(base, args.lora_rank, None), tokenizer, held_out, args)
     with tempfile.TemporaryDirectory(prefix="bench-rftlab-") as folder:
         inputs = JobInputs(
             settings=settings_for(job_resource(args)),
             train_rows=train,
             eval_rows=None,
-            evaluator=EXACT_MATCH,
-            base_model=MODEL,
+            evaluator=task(args).evaluator,
+            base_model=args.model,
             warm_start_adapter=None,
             checkpoint_dir=Path(folder) / "checkpoints",
             output_dir=Path(folder) / "adapter",
@@ -169,7 +185,7 @@ def run_rftlab(args: argparse.Namespace) -> dict[str, Any]:
         outcome = run_job(inputs, log)
         wall = time.perf_counter() - started
         rss = peak_rss_mb()
-        base, tokenizer = load_base_model(MODEL, choose_placement())
+        base, tokenizer = load_base_model(args.model, choose_placement())
         after = held_out_reward(PeftModel.from_pretrained(base, inputs.output_dir), tokenizer, held_out, args)
     steps = log.steps
     prompt_tokens = sum(len(render_prompt(tokenizer, row)) for row in train) * args.k
@@ -190,6 +206,7 @@ def run_rftlab(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": rss,
         "threads": torch.get_num_threads(),
         "evaluator_workers_rss_mb": log.children_peak_rss_mb,
+        "cut_off_replies": mean([m.get("truncated_replies_frac", 0.0) for m in steps]),
         "before": before,
         "after": after,
     }
@@ -205,11 +222,10 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from rftlab.engine.models import resolve_model_source
 
     pin_threads(args.trl_threads)
-    sys.path.insert(0, str(EXACT_MATCH.root))
-    from exact_match import evaluate  # the same evaluator file, called in-process as TRL users do
+    evaluate = task(args).evaluate_function()  # the same evaluator file, called in-process as TRL users do
 
     train, held_out = split(args)
-    source = resolve_model_source(MODEL)
+    source = resolve_model_source(args.model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     before = held_out_reward(
         attach_adapter(AutoModelForCausalLM.from_pretrained(source), args.lora_rank, None),
@@ -221,7 +237,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 
     timings = {"gen_s": 0.0, "eval_s": 0.0, "completion_tokens": 0, "rollout_tokens": 0, "padded_tokens": 0}
 
-    def exact_match_reward(prompts, completions, ground_truth, **_: Any) -> list[float]:
+    def evaluator_reward(prompts, completions, ground_truth, **_: Any) -> list[float]:
         started = time.perf_counter()
         scores = [
             evaluate([*prompt, *completion], ground_truth=truth)["score"]
@@ -239,7 +255,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         steps_per_generation=1,
         gradient_accumulation_steps=1,
         max_completion_length=args.max_tokens,
-        temperature=1.0,
+        temperature=args.temperature,
         top_p=1.0,
         top_k=0,
         learning_rate=args.lr,
@@ -273,7 +289,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     trainer = GRPOTrainer(
         model=base,
-        reward_funcs=exact_match_reward,
+        reward_funcs=evaluator_reward,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -367,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     print_machine()
     passed = [arg for arg in (argv if argv is not None else sys.argv[1:])]
     print(
-        f"task: tiny-arith, {args.steps} steps x {args.prompts} prompts x K={args.k}, max {args.max_tokens} "
+        f"task: {args.task} on {args.model}, temperature {args.temperature:g}, {args.steps} steps x {args.prompts} prompts x K={args.k}, max {args.max_tokens} "
         f"tokens, LoRA r{args.lora_rank}, lr {args.lr:g}, seed {args.seed}, {args.eval_rows} held-out rows"
     )
     sides = {side: run_side(Path(__file__), side, passed) for side in ("rftlab", "trl")}
