@@ -85,12 +85,12 @@ def test_repeated_launch_creates_no_duplicate(server, workdir, capsys):
         assert run.read_json("response.json")["name"].endswith(run.job_id)
 
 
-def test_status_names_each_jobs_dashboard_page(server, workdir, capsys):
+def test_the_launch_and_status_name_each_jobs_dashboard_page(server, workdir, capsys):
     assert cli.main(launch_args(server, "training.learning_rate=4e-3")) == 0
     (run,) = find_runs(workdir / "outputs")
-    capsys.readouterr()
-    assert cli.main(["status", "--no-refresh"]) == 0
     page = f"{server.base_url}/dashboard/fine-tuning/reinforcement/{run.job_id}"
+    assert f"dashboard {page}" in capsys.readouterr().out
+    assert cli.main(["status", "--no-refresh"]) == 0
     assert f"{run.job_id}  {page}" in capsys.readouterr().out
     with server.client() as client:
         assert client.get(page).status_code == 200

@@ -295,7 +295,11 @@ def describe(submitted: Submitted) -> str:
     if submitted.outcome == "failed":
         return f"failed   {submitted.plan.job_id}: {submitted.message}"
     note = " (launched before: reattached, nothing duplicated)" if submitted.outcome == "exists" else ""
-    return f"{submitted.outcome:<8} {job.get('name', submitted.plan.job_name)} [{job.get('state', '?')}]{note}\n         record {submitted.record.path}"
+    return (
+        f"{submitted.outcome:<8} {job.get('name', submitted.plan.job_name)} [{job.get('state', '?')}]{note}\n"
+        f"         record {submitted.record.path}\n"
+        f"         dashboard {submitted.record.dashboard_url}"
+    )
 
 
 def as_json(results: list[Submitted]) -> list[dict[str, Any]]:
