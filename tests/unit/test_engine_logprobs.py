@@ -49,7 +49,7 @@ def test_softcapping_is_applied_before_the_temperature():
     torch.testing.assert_close(logprobs, expected)
 
 
-def test_the_trainer_gets_the_log_probs_of_the_full_forward_pass():
+def small_trainer() -> tuple[Trainer, int]:
     tokenizer = AutoTokenizer.from_pretrained(ASSETS_DIR / "tiny-arith")
     torch.manual_seed(2)
     config = Qwen2Config(
@@ -63,21 +63,34 @@ def test_the_trainer_gets_the_log_probs_of_the_full_forward_pass():
     )
     model = attach_adapter(AutoModelForCausalLM.from_config(config), rank=4, warm_start=None)
     settings = TrainingSettings(1, 1e-3, 4, 4096, 512, 1, 0, 0.0, "grpo", 0.0)
-    trainer = Trainer(model, settings, temperature=0.8, planned_steps=1)
-    prompt = [5, 6, 7, 8]
-    sequences = [
+    return Trainer(model, settings, temperature=0.8, planned_steps=1), tokenizer.pad_token_id
+
+
+def two_groups() -> list[TrainSequence]:
+    return [
         TrainSequence([*prompt, *completion], len(prompt), [0.0] * len(completion), 1.0)
-        for completion in ([9, 10, 11], [12, 13], [14, 15, 16, 17])
+        for prompt, completion in (
+            ([5, 6, 7, 8], [9, 10, 11]),
+            ([5, 6, 7, 8], [12, 13]),
+            ([5, 6, 7, 8], [14, 15, 16, 17]),
+            ([20, 21], [22, 23, 24]),
+            ([20, 21], [25]),
+        )
     ]
+
+
+def test_the_trainer_gets_the_log_probs_of_the_full_forward_pass():
+    trainer, pad_id = small_trainer()
+    sequences = two_groups()
     [rows] = pack_sequences(sequences, 4096)
-    batch = build_microbatch(sequences, rows, tokenizer.pad_token_id)
+    batch = build_microbatch(sequences, rows, pad_id)
 
     logprobs_N, entropy_N = trainer._logprobs(batch, with_entropy=True)
 
     mask = torch.zeros(batch.attends_R_L_L.shape).masked_fill(
         ~batch.attends_R_L_L, torch.finfo(torch.float32).min
     )
-    logits_R_L_V = model(
+    logits_R_L_V = trainer.model(
         input_ids=batch.input_ids_R_L, position_ids=batch.position_ids_R_L, attention_mask=mask.unsqueeze(1)
     ).logits
     expected, expected_entropy = full_logprobs(
@@ -85,3 +98,33 @@ def test_the_trainer_gets_the_log_probs_of_the_full_forward_pass():
     )
     torch.testing.assert_close(logprobs_N, expected)
     torch.testing.assert_close(entropy_N, expected_entropy)
+
+
+def by_sequence(logprobs_N: torch.Tensor, sequences: list[TrainSequence], batches) -> dict[int, torch.Tensor]:
+    order = [index for rows in batches for row in rows for index in row]
+    lengths = [len(sequences[i].tokens) - sequences[i].completion_start for i in order]
+    return dict(zip(order, logprobs_N.split(lengths), strict=True))
+
+
+def test_sequences_laid_out_alone_get_the_log_probs_of_the_shared_prompt_mask():
+    trainer, pad_id = small_trainer()
+    sequences = two_groups()
+    results = {}
+    for share in (True, False):
+        batches = pack_sequences(sequences, 4096, share_prompts=share)
+        microbatches = [build_microbatch(sequences, rows, pad_id, share_prompts=share) for rows in batches]
+        logprobs_N = torch.cat([trainer._logprobs(batch, with_entropy=False)[0] for batch in microbatches])
+        results[share] = by_sequence(logprobs_N, sequences, batches)
+        assert all((batch.attends_R_L_L is None) == (not share) for batch in microbatches)
+    assert sorted(results[True]) == sorted(results[False]) == list(range(len(sequences)))
+    for index in range(len(sequences)):
+        torch.testing.assert_close(results[False][index], results[True][index])
+
+
+def test_a_sequence_laid_out_alone_restarts_its_positions_and_pads_at_zero():
+    sequences = two_groups()[:2]
+    [rows] = pack_sequences(sequences, 4096, share_prompts=False)
+    batch = build_microbatch(sequences, rows, 0, share_prompts=False)
+    positions = batch.position_ids_R_L.tolist()
+    assert positions == [[0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5]]
+    assert batch.input_ids_R_L.tolist()[0] == [5, 6, 7, 8, 9, 10, 11, 5, 6, 7, 8, 12, 13]

@@ -379,9 +379,10 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 dropped = assign_advantages(rollouts, K)
                 sequences, truncated = training_sequences(rollouts, max_tokens)
                 started = time.perf_counter()
-                batches = pack_sequences(sequences, settings.training.batch_tokens)
+                share = not trainer.attends_per_sequence
+                batches = pack_sequences(sequences, settings.training.batch_tokens, share)
                 updates = trainer.train(
-                    [build_microbatch(sequences, b, tokenizer.pad_token_id) for b in batches]
+                    [build_microbatch(sequences, b, tokenizer.pad_token_id, share) for b in batches]
                 )
                 timing.update_seconds = time.perf_counter() - started
                 steps = progress.add_round(

@@ -38,9 +38,10 @@ class TrainSequence:
 class MicroBatch:
     input_ids_R_L: torch.Tensor
     position_ids_R_L: torch.Tensor
-    attends_R_L_L: torch.Tensor
+    attends_R_L_L: torch.Tensor | None
     """attends[r, q, k]: whether token q of row r may attend to token k (same unit, causal, the prompt or its
-    own completion); a padding cell attends to itself only."""
+    own completion); a padding cell attends to itself only. None when every sequence is laid out alone: its
+    position ids, restarting at 0, tell where it starts."""
     predict_at_N: torch.Tensor
     """Flat indices into R x L of the positions whose next-token prediction is trained."""
     targets_N: torch.Tensor
@@ -134,21 +135,30 @@ def unit_length(sequences: list[TrainSequence], unit: list[int]) -> int:
     return first.completion_start + sum(len(sequences[i].tokens) - first.completion_start for i in unit)
 
 
-def pack_sequences(sequences: list[TrainSequence], batch_tokens: int) -> list[list[list[int]]]:
+def pack_sequences(
+    sequences: list[TrainSequence], batch_tokens: int, share_prompts: bool = True
+) -> list[list[list[int]]]:
     """Micro-batches as rows of sequence indices, for `build_microbatch`: each group's sequences sit next to
-    each other in a row (sharing their prompt), and each micro-batch fits `batch_tokens`."""
-    units = shared_prompt_units(sequences, min(ROW_TOKENS, batch_tokens))
+    each other in a row (sharing their prompt, unless `share_prompts` is off), and each micro-batch fits
+    `batch_tokens`."""
+    units = shared_prompt_units(sequences, min(ROW_TOKENS, batch_tokens) if share_prompts else 0)
     batches = pack([unit_length(sequences, unit) for unit in units], batch_tokens)
     return [[[i for u in row for i in units[u]] for row in batch] for batch in batches]
 
 
-def build_microbatch(sequences: list[TrainSequence], rows: list[list[int]], pad_id: int) -> MicroBatch:
-    """Lay out rows of sequences; consecutive sequences of a row with the same prompt share one copy of it."""
-    layouts = [_row_layout(sequences, row) for row in rows]
+def build_microbatch(
+    sequences: list[TrainSequence], rows: list[list[int]], pad_id: int, share_prompts: bool = True
+) -> MicroBatch:
+    """Lay out rows of sequences; consecutive sequences of a row with the same prompt share one copy of it
+    (an explicit attention mask keeps each completion to its prompt and itself). Without `share_prompts`, each
+    sequence is laid out alone, positions restarting at 0 (padding cells at 0 too): the attention kernel takes
+    the sequences from the position ids (FlashAttention's variable-length kernels; transformers builds a block
+    mask from them for the others), and no L x L mask is built."""
+    layouts = [_row_layout(sequences, row, share_prompts) for row in rows]
     width = max(len(layout.tokens) for layout in layouts)
     input_ids_R_L = torch.full((len(rows), width), pad_id, dtype=torch.long)
     position_ids_R_L = torch.zeros((len(rows), width), dtype=torch.long)
-    attends_R_L_L = torch.zeros((len(rows), width, width), dtype=torch.bool)
+    attends_R_L_L = torch.zeros((len(rows), width, width), dtype=torch.bool) if share_prompts else None
     causal_L_L = torch.ones((width, width), dtype=torch.bool).tril()
     predict_at, targets, old_logprobs, advantages, sequence_ids = [], [], [], [], []
     sequence_count = 0
@@ -156,12 +166,15 @@ def build_microbatch(sequences: list[TrainSequence], rows: list[list[int]], pad_
         used = len(layout.tokens)
         input_ids_R_L[r, :used] = torch.tensor(layout.tokens)
         position_ids_R_L[r, :used] = torch.tensor(layout.positions)
-        # Padding cells get units of their own (negative ids), so each attends to itself only.
-        unit_L = torch.cat([torch.tensor(layout.units), -1 - torch.arange(width - used)])
-        segment_L = torch.cat([torch.tensor(layout.segments), torch.zeros(width - used, dtype=torch.long)])
-        same_unit_L_L = unit_L[:, None] == unit_L[None, :]
-        visible_L_L = (segment_L[None, :] == 0) | (segment_L[:, None] == segment_L[None, :])
-        attends_R_L_L[r] = causal_L_L & same_unit_L_L & visible_L_L
+        if attends_R_L_L is not None:
+            # Padding cells get units of their own (negative ids), so each attends to itself only.
+            unit_L = torch.cat([torch.tensor(layout.units), -1 - torch.arange(width - used)])
+            segment_L = torch.cat(
+                [torch.tensor(layout.segments), torch.zeros(width - used, dtype=torch.long)]
+            )
+            same_unit_L_L = unit_L[:, None] == unit_L[None, :]
+            visible_L_L = (segment_L[None, :] == 0) | (segment_L[:, None] == segment_L[None, :])
+            attends_R_L_L[r] = causal_L_L & same_unit_L_L & visible_L_L
         for index, cells in zip(row, layout.predict_cells, strict=True):
             sequence = sequences[index]
             trained = sequence.trained()
@@ -198,13 +211,13 @@ class _RowLayout:
     last cell)."""
 
 
-def _row_layout(sequences: list[TrainSequence], row: list[int]) -> _RowLayout:
+def _row_layout(sequences: list[TrainSequence], row: list[int], share_prompts: bool = True) -> _RowLayout:
     layout = _RowLayout()
     unit, previous_prompt, segment, prompt_end = -1, None, 0, 0
     for index in row:
         sequence = sequences[index]
         prompt = _prompt(sequence)
-        if prompt != previous_prompt:
+        if prompt != previous_prompt or not share_prompts:
             unit, previous_prompt, segment = unit + 1, prompt, 0
             layout.tokens.extend(prompt)
             layout.positions.extend(range(len(prompt)))

@@ -68,6 +68,9 @@ def peak_memory_mb() -> float:
 class Trainer:
     def __init__(self, model: PeftModel, settings: TrainingSettings, temperature: float, planned_steps: int):
         self.model, self.settings, self.temperature = model, settings, temperature
+        self.attends_per_sequence = model.config._attn_implementation.startswith("flash_attention")
+        """Micro-batches lay out every sequence alone for a variable-length attention kernel (the micro-batch
+        then needs no L x L mask), else groups share their prompt under a mask."""
         self.spec = loss_spec(settings.loss_method, settings.kl_beta)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -129,11 +132,13 @@ class Trainer:
         """Log-probabilities of the trained tokens under the sampling temperature (and their entropy), without
         the logits of every packed position (logprobs.py)."""
         device, dtype = self.model.device, self.model.dtype
-        attends_R_1_L_L = batch.attends_R_L_L.to(device).unsqueeze(1)
-        # an additive mask: every attention implementation (eager included) reads it the same way
-        attention_mask_R_1_L_L = torch.zeros(attends_R_1_L_L.shape, dtype=dtype, device=device).masked_fill(
-            ~attends_R_1_L_L, torch.finfo(dtype).min
-        )
+        attention_mask_R_1_L_L = None  # sequences laid out alone: the position ids delimit them
+        if batch.attends_R_L_L is not None:
+            attends_R_1_L_L = batch.attends_R_L_L.to(device).unsqueeze(1)
+            # an additive mask: every attention implementation (eager included) reads it the same way
+            attention_mask_R_1_L_L = torch.zeros(
+                attends_R_1_L_L.shape, dtype=dtype, device=device
+            ).masked_fill(~attends_R_1_L_L, torch.finfo(dtype).min)
         base = self.model.get_base_model()
         hidden_R_L_H = base.get_decoder()(
             input_ids=batch.input_ids_R_L.to(device),
