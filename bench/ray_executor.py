@@ -10,7 +10,8 @@
    printed too, as the reference a single worker on this machine gets.
 
     python bench/ray_executor.py [--jobs 4] [--rows 32]
-Last lines: `jobs_per_hour_ratio_ray_over_local: X` and `rollout_speedup_2_over_1_workers: X`.
+    python bench/ray_executor.py --part sweep|rollouts      (one of the two)
+Lines to read: `jobs_per_hour_ratio_ray_over_local: X` and `rollout_speedup_2_over_1_workers: X`.
 """
 
 from __future__ import annotations
@@ -152,17 +153,15 @@ def rollout_throughput(rows: int) -> dict[str, float]:
         tokens = sum(len(c.completion_ids) for batch in sampler.generate(prompts, params) for c in batch)
         return tokens / (time.perf_counter() - started)
 
-    result = {
-        "one_worker_1_thread": tokens_per_second(InProcessBlocks(policy, tokenizer), 1),
-        f"one_worker_{CORES}_threads": tokens_per_second(InProcessBlocks(policy, tokenizer), CORES),
-    }
+    result = {"one_worker_1_thread": tokens_per_second(InProcessBlocks(policy, tokenizer), 1)}
     ray.init(num_cpus=CORES, include_dashboard=False, logging_level="WARNING")
     try:
-        workers = RayRolloutWorkers(policy, "tiny-arith", count=2)
+        workers = RayRolloutWorkers(policy, "tiny-arith", count=2)  # each with this process's 1 thread
         result["two_workers_1_thread_each"] = tokens_per_second(workers, 1)
         workers.close()
     finally:
         ray.shutdown()
+    result[f"one_worker_{CORES}_threads"] = tokens_per_second(InProcessBlocks(policy, tokenizer), CORES)
     return result
 
 
@@ -170,33 +169,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--rows", type=int, default=32)
+    parser.add_argument("--part", choices=("all", "sweep", "rollouts"), default="all")
     args = parser.parse_args()
     print(f"machine: {CORES} cores; ray {__import__('ray').__version__}; torch {torch.__version__}")
     root = Path(tempfile.mkdtemp(prefix="rftlab-bench-ray-", dir="/tmp"))
     os.environ.update({**LOOPBACK, "RAY_TMPDIR": str(root / "ray")})
     try:
-        local = sweep_seconds(root / "local", args.jobs, ["--max-running-jobs", str(CORES)], {})
-        from ray.cluster_utils import Cluster
-
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": CORES})
-        try:
-            ray_env = {**LOOPBACK, "RAY_TMPDIR": str(root / "ray")}
-            ray_args = ["--executor", "ray", "--ray-address", cluster.address]
-            on_ray = sweep_seconds(root / "ray-run", args.jobs, ray_args, ray_env)
-        finally:
-            cluster.shutdown()
-        throughput = rollout_throughput(args.rows)
+        if args.part in ("all", "sweep"):
+            sweep(root, args.jobs)
+        if args.part in ("all", "rollouts"):
+            throughput = rollout_throughput(args.rows)
+            for name, rate in throughput.items():
+                print(f"rollout tokens/s, {name.replace('_', ' ')}: {rate:.0f}")
+            speedup = throughput["two_workers_1_thread_each"] / throughput["one_worker_1_thread"]
+            print(f"rollout_speedup_2_over_1_workers: {speedup:.2f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    local_rate, ray_rate = args.jobs * 3600 / local, args.jobs * 3600 / on_ray
+
+
+def sweep(root: Path, jobs: int) -> None:
+    from ray.cluster_utils import Cluster
+
+    local = sweep_seconds(root / "local", jobs, ["--max-running-jobs", str(CORES)], {})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": CORES})
+    try:
+        ray_env = {**LOOPBACK, "RAY_TMPDIR": str(root / "ray")}
+        on_ray = sweep_seconds(
+            root / "ray-run", jobs, ["--executor", "ray", "--ray-address", cluster.address], ray_env
+        )
+    finally:
+        cluster.shutdown()
+    local_rate, ray_rate = jobs * 3600 / local, jobs * 3600 / on_ray
     print(
-        f"sweep of {args.jobs} jobs: local {local:.1f} s ({local_rate:.0f} jobs/h), ray {on_ray:.1f} s ({ray_rate:.0f} jobs/h)"
+        f"sweep of {jobs} jobs: local {local:.1f} s ({local_rate:.0f} jobs/h), ray {on_ray:.1f} s ({ray_rate:.0f} jobs/h)"
     )
-    for name, rate in throughput.items():
-        print(f"rollout tokens/s, {name.replace('_', ' ')}: {rate:.0f}")
     print(f"jobs_per_hour_ratio_ray_over_local: {ray_rate / local_rate:.2f}")
-    speedup = throughput["two_workers_1_thread_each"] / throughput["one_worker_1_thread"]
-    print(f"rollout_speedup_2_over_1_workers: {speedup:.2f}")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,16 @@ def test_a_sweep_spreads_over_both_nodes_and_completes(cluster, server: LocalSer
             body = small_job("accounts/local/datasets/one-chunk", "accounts/local/evaluators/exact")
             body["trainingConfig"]["learningRate"] = 0.001 * (i + 1)
             create_job(client, "local", job_id, body)
-        # one CPU per node and per job: two run while two wait for room
+        # one CPU per node and per job: two run while two wait for room, saying so
+        wait_for(
+            lambda: [
+                j
+                for j in jobs
+                if "waiting for room on the Ray cluster" in job_state(client, "local", j)["status"]["message"]
+            ],
+            "a job waiting for room",
+            120,
+        )
         done = {
             job_id: wait_for(lambda j=job_id: finished(client, "local", j), job_id, 600) for job_id in jobs
         }

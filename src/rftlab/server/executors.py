@@ -37,7 +37,7 @@ EXECUTOR_SETTING = "executor"
 EXECUTORS = ("local", "ray")
 EXECUTOR_ENV = "RFTLAB_EXECUTOR"
 RAY_INSTALL = "pip install -e '.[local,ray]' in the repository"
-START_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 60.0
 """How long a job's actor may take to be placed and start its worker before the start counts as failed."""
 
 
@@ -54,8 +54,8 @@ class WorkerHandle(Protocol):
 
 
 class Executor(Protocol):
-    def has_room(self, job: Job) -> bool:
-        """Whether `job` could start now (the scheduler's own `max_running` aside)."""
+    def waiting_for(self, job: Job) -> str | None:
+        """None when `job` can start now (the scheduler's own `max_running` aside), else what it waits for."""
 
     def start(self, job: Job, argv: list[str], env: dict[str, str], log_path: Path) -> WorkerHandle:
         """Start the worker command `argv` (stdout and stderr appended to `log_path`) for `job`."""
@@ -87,8 +87,8 @@ class LocalExecutor:
     def __init__(self, max_log_bytes: int) -> None:
         self.max_log_bytes = max_log_bytes
 
-    def has_room(self, job: Job) -> bool:
-        return True
+    def waiting_for(self, job: Job) -> str | None:
+        return None
 
     def start(self, job: Job, argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
         return start_worker_process(argv, env, log_path, self.max_log_bytes)
@@ -156,6 +156,8 @@ class RayExecutor:
     def __init__(self, address: str, overrides: ResourceOverrides, max_log_bytes: int) -> None:
         self.address, self.overrides, self.max_log_bytes = address, overrides, max_log_bytes
         self._actor_class: Any = None
+        self._holding: list[tuple[RayWorker, dict[str, float]]] = []
+        """The workers started here that still run, with all their jobs hold (rollout workers included)."""
 
     def _connect(self) -> Any:
         ray = connect_ray(self.address)
@@ -163,11 +165,25 @@ class RayExecutor:
             self._actor_class = ray.remote(max_restarts=0)(JobProcess)
         return ray
 
-    def has_room(self, job: Job) -> bool:
+    def waiting_for(self, job: Job) -> str | None:
+        """Room both in the cluster's own view (which lags new actors by a moment, and misses rollout workers a
+        job has not started yet) and after what this server's running jobs hold or will hold."""
         ray = self._connect()
-        available = ray.available_resources()
+        self._holding = [(worker, held) for worker, held in self._holding if worker.returncode is None]
+        total, available = ray.cluster_resources(), ray.available_resources()
         needs = JobResources.of(job.spec, self.overrides).total()
-        return all(available.get(name, 0.0) >= amount for name, amount in needs.items())
+        short = []
+        for name, amount in needs.items():
+            held = sum(holds.get(name, 0.0) for _, holds in self._holding)
+            free = min(available.get(name, 0.0), total.get(name, 0.0) - held)
+            if free < amount:
+                short.append(f"{amount:g} {name} ({max(0.0, free):g} free of {total.get(name, 0.0):g})")
+        if not short:
+            return None
+        return (
+            f"queued: waiting for room on the Ray cluster, it needs {', '.join(short)}; jobs ahead of it or "
+            "running hold the rest (--job-cpus/--job-gpus/--job-memory-gb and nodeCount set what a job needs)"
+        )
 
     def start(self, job: Job, argv: list[str], env: dict[str, str], log_path: Path) -> RayWorker:
         ray = self._connect()
@@ -190,7 +206,9 @@ class RayExecutor:
         except Exception:
             ray.kill(actor, no_restart=True)
             raise
-        return RayWorker(ray, actor, pid, node)
+        worker = RayWorker(ray, actor, pid, node)
+        self._holding.append((worker, resources.total()))
+        return worker
 
 
 class RayWorker:

@@ -250,8 +250,9 @@ class Scheduler:
                     .order_by(Job.queued_at, Job.seq)
                     .limit(1)
                 ).one()
-                if not self.executor.has_room(job):
-                    return  # it waits, first in line, until the cluster has room for it
+                if (waiting := self.executor.waiting_for(job)) is not None:
+                    job.status_message = waiting  # first in line until the cluster has room for it
+                    return
                 job.state = VALIDATING
                 job.status_message = "validating inputs"
                 job.heartbeat_at = job.update_time = time.time()
