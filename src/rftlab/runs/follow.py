@@ -54,7 +54,8 @@ def describe_progress(job: dict[str, Any], metrics: list[dict[str, Any]]) -> str
     if "eval_reward_before" in final and "eval_reward_after" in final:
         parts.append(f"eval {final['eval_reward_before']:.3f} -> {final['eval_reward_after']:.3f}")
     message = (job.get("status") or {}).get("message")
-    if job.get("state") == FAILED and message:
+    # a failure's reason, or what a finished job warns about (replies cut off at maxOutputTokens, ...)
+    if message and (job.get("state") == FAILED or job.get("state") in SUCCESSFUL_STATES):
         parts.append(message)
     return ", ".join(parts)
 
