@@ -6,13 +6,20 @@ Bounded: MAX_EXAMPLES per route, and the whole run stops generating after BUDGET
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_harness import LocalServer, arithmetic_jsonl, create_evaluator, upload_dataset
+from server_harness import (
+    LocalServer,
+    arithmetic_jsonl,
+    create_evaluator,
+    fresh_postgres_database,
+    upload_dataset,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +27,14 @@ MAX_EXAMPLES = 30
 BUDGET_S = 75.0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("fuzz"), max_running_jobs=0) as running:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory):
+    with contextlib.ExitStack() as stack:
+        database_url = (
+            stack.enter_context(fresh_postgres_database()) if request.param == "postgresql" else None
+        )
+        root = tmp_path_factory.mktemp("fuzz")
+        running = stack.enter_context(LocalServer.under(root, max_running_jobs=0, database_url=database_url))
         with running.client() as client:
             assert upload_dataset(client, "local", "rows", arithmetic_jsonl(8)).status_code == 200
             create_evaluator(client, "local", "exact")

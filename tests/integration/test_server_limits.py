@@ -5,16 +5,24 @@ answering on the same connection."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import socket
-import sqlite3
 import tarfile
 import time
 
 import httpx
 import pytest
-from server_harness import LocalServer, arithmetic_jsonl, create_evaluator, small_job, upload_dataset
+import sqlalchemy
+from server_harness import (
+    LocalServer,
+    arithmetic_jsonl,
+    create_evaluator,
+    fresh_postgres_database,
+    small_job,
+    upload_dataset,
+)
 
 A = "/v1/accounts/local"
 KB = 1024
@@ -30,13 +38,17 @@ LIMITS = {
 WANDB_KEY = "wandb-key-SEALED-5e1d"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory):
     flags = [part for pair in LIMITS.items() for part in pair]
-    with LocalServer.under(
-        tmp_path_factory.mktemp("limits"), max_running_jobs=0, extra_args=flags
-    ) as running:
-        yield running
+    with contextlib.ExitStack() as stack:
+        database_url = (
+            stack.enter_context(fresh_postgres_database()) if request.param == "postgresql" else None
+        )
+        root = tmp_path_factory.mktemp("limits")
+        yield stack.enter_context(
+            LocalServer.under(root, max_running_jobs=0, extra_args=flags, database_url=database_url)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +95,8 @@ def test_a_json_body_over_the_limit_is_413_declared_or_streamed(client):
 def test_names_and_display_names_are_bounded(client):
     long_name = {"datasetId": "named", "dataset": {"displayName": "n" * 300}}
     assert "displayName" in error_of(client.post(f"{A}/datasets", json=long_name), 400)
+    nul_name = {"datasetId": "named", "dataset": {"displayName": "a\0b"}}
+    assert "control characters" in error_of(client.post(f"{A}/datasets", json=nul_name), 400)
     long_id = {"datasetId": "d" * 64, "dataset": {}}
     assert "datasetId" in error_of(client.post(f"{A}/datasets", json=long_id), 400)
 
@@ -217,9 +231,13 @@ def test_a_tar_holding_its_own_folder_name_is_no_5xx(client):
     assert response.status_code < 500, response.text
 
 
-def test_an_account_may_queue_only_so_many_jobs(client):
+@pytest.fixture(scope="module")
+def ready(client):
     assert upload_dataset(client, "local", "rows", arithmetic_jsonl(16)).status_code == 200
     create_evaluator(client, "local", "exact")
+
+
+def test_an_account_may_queue_only_so_many_jobs(client, ready):
     body = small_job("accounts/local/datasets/rows", "accounts/local/evaluators/exact")
     jobs = f"{A}/reinforcementFineTuningJobs"
     for job_id in ("quota-1", "quota-2"):
@@ -235,7 +253,7 @@ def test_an_account_may_queue_only_so_many_jobs(client):
         client.post(f"{jobs}/{job_id}:cancel")
 
 
-def test_a_jobs_wandb_key_is_stored_sealed(client, server):
+def test_a_jobs_wandb_key_is_stored_sealed(client, server, ready):
     body = small_job(
         "accounts/local/datasets/rows",
         "accounts/local/evaluators/exact",
@@ -245,8 +263,13 @@ def test_a_jobs_wandb_key_is_stored_sealed(client, server):
     created = client.post(jobs, params={"reinforcementFineTuningJobId": "sealed"}, json=body)
     assert created.status_code == 200, created.text
     client.post(f"{jobs}/sealed:cancel")
-    with sqlite3.connect(server.state_dir / "rftlab.db") as db:
-        (stored,) = db.execute("SELECT secrets FROM rft_jobs WHERE job_id = 'sealed'").fetchone()
-    assert set(json.loads(stored)) == {"sealed"}
-    database_bytes = b"".join(path.read_bytes() for path in server.state_dir.glob("rftlab.db*"))
-    assert WANDB_KEY.encode() not in database_bytes
+    url = server.database_url or f"sqlite:///{server.state_dir / 'rftlab.db'}"
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as db:
+        stored = db.execute(
+            sqlalchemy.text("SELECT secrets FROM rft_jobs WHERE job_id = 'sealed'")
+        ).scalar_one()
+        every_job = " ".join(str(row) for row in db.execute(sqlalchemy.text("SELECT * FROM rft_jobs")))
+    engine.dispose()
+    assert set(json.loads(stored) if isinstance(stored, str) else stored) == {"sealed"}
+    assert WANDB_KEY not in every_job

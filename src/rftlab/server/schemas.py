@@ -7,9 +7,9 @@ are ignored. Defaults follow the Fireworks RFT docs and are echoed by GET, as th
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from rftlab.fireworks import contract
@@ -18,6 +18,15 @@ from rftlab.server.errors import invalid
 
 MAX_DISPLAY_NAME_CHARS = 255
 """The database column's width."""
+
+
+def _printable(text: str) -> str:
+    if any(ord(char) < 32 for char in text):
+        raise ValueError("must not hold control characters (a NUL cannot even be stored)")
+    return text
+
+
+DisplayName = Annotated[str, Field(max_length=MAX_DISPLAY_NAME_CHARS), AfterValidator(_printable)]
 
 JOB_OUTPUT_ONLY_FIELDS = (
     "name",
@@ -197,7 +206,7 @@ class AzureBlobStorageConfig(Camel):
 class JobRequest(Camel):
     dataset: str
     evaluator: str
-    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
+    display_name: DisplayName | None = None
     evaluation_dataset: str | None = None
     eval_auto_carveout: bool = DEFAULTS.eval_auto_carveout
     training_config: TrainingConfig
@@ -247,7 +256,7 @@ class JobRequest(Camel):
 
 class DatasetBody(Camel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
+    display_name: DisplayName | None = None
     format: Literal["FORMAT_UNSPECIFIED", "CHAT", "COMPLETION", "RL"] = "FORMAT_UNSPECIFIED"
     external_url: str | None = None
 
@@ -276,7 +285,7 @@ class Criterion(Camel):
 
 class EvaluatorBody(Camel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
+    display_name: DisplayName | None = None
     description: str | None = None
     entry_point: str | None = None
     requirements: str | None = None
