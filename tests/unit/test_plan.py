@@ -21,7 +21,7 @@ CASES = {
         "experiment=qwen3_math_fireworks",
         "backend.account_id=acme",
         "output_model=qwen3-math-v1",
-        "mcp_server=accounts/acme/mcpServers/calc",
+        "mcp_server.id=accounts/acme/mcpServers/calc",
         "dataset.evaluation_dataset=gsm8k-eval",
         'sampling.extra_body={stop: ["####"]}',
     ],

@@ -27,7 +27,7 @@ from transformers.utils import logging as transformers_logging
 from rftlab.engine.api import JobFailed
 from rftlab.paths import ASSETS_DIR
 
-BUNDLED_MODELS = {"tiny-arith": ASSETS_DIR / "tiny-arith"}
+BUNDLED_MODELS = {"tiny-arith": ASSETS_DIR / "tiny-arith", "tiny-calculator": ASSETS_DIR / "tiny-calculator"}
 
 FIREWORKS_TO_HF = {
     "qwen3-0p6b": "Qwen/Qwen3-0.6B",

@@ -16,6 +16,7 @@ from typing import Any
 from rftlab.fireworks.credentials import auth_ini_path, read_auth_ini
 from rftlab.fireworks.redact import REDACTED, redact
 from rftlab.launch import evaluator_pack, ids, render, source_job
+from rftlab.launch.mcp_server import McpServerRef, mcp_server_ref
 from rftlab.launch.spec import ConfigProblem, RunSpec, SpecError, validate
 from rftlab.runs import wandb_link
 
@@ -67,6 +68,8 @@ class Plan:
     evaluator: InputRef
     evaluation_dataset: InputRef | None
     overrides: list[str] = field(default_factory=list)
+    mcp_server: McpServerRef | None = None
+    """The MCP server the job names, registered by the launcher when given by URL."""
 
     @property
     def collection_path(self) -> str:
@@ -228,9 +231,9 @@ def build_plan(config: dict[str, Any], cwd: Path, overrides: list[str] | None = 
         account = UNKNOWN_ACCOUNT
     dataset, evaluator, evaluation = _inputs(spec, account)
     wandb_key = REDACTED if spec.wandb.enabled and os.environ.get("WANDB_API_KEY") else None
-    body = render.request_body(
-        spec, render.InputNames(dataset.name, evaluator.name, evaluation and evaluation.name), wandb_key
-    )
+    mcp = mcp_server_ref(spec.mcp_server, account)
+    names = render.InputNames(dataset.name, evaluator.name, evaluation and evaluation.name, mcp and mcp.name)
+    body = render.request_body(spec, names, wandb_key)
     if spec.job_id:
         job_id = spec.job_id
     else:
@@ -250,4 +253,5 @@ def build_plan(config: dict[str, Any], cwd: Path, overrides: list[str] | None = 
         evaluator=evaluator,
         evaluation_dataset=evaluation,
         overrides=list(overrides or []),
+        mcp_server=mcp,
     )

@@ -18,6 +18,7 @@ class InputNames:
     dataset: str
     evaluator: str
     evaluation_dataset: str | None = None
+    mcp_server: str | None = None
 
 
 def _present(pairs: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def request_body(spec: RunSpec, inputs: InputNames, wandb_api_key: str | None) -
         "chunkSize": training.chunk_size,
         **_present(
             {
-                "mcpServer": spec.mcp_server,
+                "mcpServer": inputs.mcp_server,
                 "displayName": spec.display_name,
                 "nodeCount": spec.node_count,
                 "maxConcurrentRollouts": spec.max_concurrent_rollouts,

@@ -122,6 +122,9 @@ def print_dry_run(runs: list[tuple[Plan, RunRecord]], multirun: bool) -> None:
             echo(render.firectl_command(plan.spec, plan.job_id, account, plan.body))
             continue
         echo(render.summary(plan.spec, plan.job_id, plan.request["url"], plan.body))
+        if plan.mcp_server and plan.mcp_server.create_body:
+            registration = plan.mcp_server.create_request(plan.spec.backend.base_url, plan.account_id)
+            echo(f"mcp create {json.dumps(registration)} (unless it exists)")
         if account is None:
             echo("account    unknown (set backend.account_id); shown as ACCOUNT_ID")
         echo(f"record     {record.path}\n")

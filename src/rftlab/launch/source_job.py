@@ -37,7 +37,7 @@ COPIED = (
     ("evaluationDataset", "dataset.evaluation_dataset"),
     ("evalAutoCarveout", "dataset.eval_auto_carveout"),
     ("evaluator", "evaluator.id"),
-    ("mcpServer", "mcp_server"),
+    ("mcpServer", "mcp_server.id"),
     ("nodeCount", "node_count"),
     ("maxConcurrentRollouts", "max_concurrent_rollouts"),
     ("maxConcurrentEvaluations", "max_concurrent_evaluations"),

@@ -187,6 +187,30 @@ class WandbSpec(Section):
         return self
 
 
+class McpServerSpec(Section):
+    """The MCP server a job's rollouts may call (`mcp_server` group): none, an existing resource, or an endpoint
+    URL that the launcher registers."""
+
+    id: str | None = None
+    url: str | None = Field(None, pattern=r"^https?://")
+    auth: Literal["OPEN", "API_KEY", "BEARER_TOKEN"] = "OPEN"
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    bundled: Literal["calculator"] | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_name_it(self) -> McpServerSpec:
+        if self.id and self.url:
+            raise ValueError(f"set one of id and url, not both (id={self.id!r}, url={self.url!r})")
+        if (self.auth == "OPEN") != (self.api_key_env is None):
+            raise ValueError(
+                f"auth={self.auth} needs api_key_env (the environment variable holding the key) "
+                "exactly when it is not OPEN"
+            )
+        if self.api_key_env and not self.url:
+            raise ValueError("api_key_env is for a server given by url (an existing id has its own key)")
+        return self
+
+
 class RunSpec(Section):
     backend: BackendSpec
     model: ModelSpec
@@ -198,7 +222,7 @@ class RunSpec(Section):
     job_id: str | None = Field(None, pattern=contract.RESOURCE_ID_PATTERN.pattern)
     output_model: str | None = None
     display_name: str | None = Field(None, min_length=1, max_length=255)
-    mcp_server: str | None = None
+    mcp_server: McpServerSpec = McpServerSpec()
     max_concurrent_rollouts: int | None = None
     max_concurrent_evaluations: int | None = None
     node_count: int | None = None

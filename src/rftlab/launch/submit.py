@@ -20,6 +20,7 @@ from typing import Any
 from rftlab.fireworks.client import ApiError, ConflictError, FireworksClient, NotFoundError
 from rftlab.fireworks.redact import REDACTED, redact
 from rftlab.launch import evaluator_pack
+from rftlab.launch.mcp_server import McpServerError, ensure_mcp_server
 from rftlab.launch.plan import InputRef, Plan
 from rftlab.launch.progress import Progress
 from rftlab.runs import wandb_link
@@ -260,6 +261,22 @@ def _upload_inputs(client: FireworksClient, plans: list[Plan], poll_s: float) ->
     return errors
 
 
+def _register_mcp_servers(client: FireworksClient, plans: list[Plan]) -> dict[str, str]:
+    """Each distinct MCP server the jobs name, registered when needed and checked ACTIVE; the error per name."""
+    errors: dict[str, str] = {}
+    done: set[str] = set()
+    for plan in plans:
+        ref = plan.mcp_server
+        if ref is None or ref.name in done:
+            continue
+        done.add(ref.name)
+        try:
+            ensure_mcp_server(client, ref)
+        except (ApiError, McpServerError) as err:
+            errors[ref.name] = str(err)
+    return errors
+
+
 def submit_all(runs: list[tuple[Plan, RunRecord]], clients: Clients) -> list[Submitted]:
     results: list[Submitted] = []
     by_backend: dict[Backend, list[tuple[Plan, RunRecord]]] = {}
@@ -272,12 +289,18 @@ def submit_all(runs: list[tuple[Plan, RunRecord]], clients: Clients) -> list[Sub
         client = clients.get(backend)
         poll_s = group[0][0].spec.backend.poll_interval_s
         upload_errors = _upload_inputs(client, [plan for plan, _ in group], poll_s)
+        upload_errors.update(_register_mcp_servers(client, [plan for plan, _ in group]))
         ready = []
         for plan, record in group:
             failed = [
-                upload_errors[ref.name]
-                for ref in (plan.dataset, plan.evaluator, plan.evaluation_dataset)
-                if ref and ref.name in upload_errors
+                upload_errors[name]
+                for name in (
+                    plan.dataset.name,
+                    plan.evaluator.name,
+                    plan.evaluation_dataset and plan.evaluation_dataset.name,
+                    plan.mcp_server and plan.mcp_server.name,
+                )
+                if name in upload_errors
             ]
             if failed:
                 record.write_response({"error": {"message": "; ".join(failed)}})
