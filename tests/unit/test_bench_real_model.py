@@ -34,3 +34,5 @@ def test_the_in_process_evaluator_is_the_tasks_file():
     assert evaluate(reply, ground_truth="5")["score"] == 1.0
     reply[-1]["content"] = "The answer is 5."
     assert evaluate(reply, ground_truth="5")["score"] == 0.5
+    reply[-1]["content"] = "0 + 5 = 6"
+    assert evaluate(reply, ground_truth="5")["score"] == 0.0

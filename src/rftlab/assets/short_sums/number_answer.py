@@ -1,9 +1,9 @@
-"""Number-answer evaluator: full score for a reply that is the expected number alone, half for a reply that
-states it among other words, none otherwise.
+"""Number-answer evaluator: full score for a reply that is the expected number alone, half for a reply whose
+last number is the expected one among other words ("The answer is 12.", "5 + 7 = 12"), none otherwise.
 
-The partial score rewards a correct answer in a sentence ("The answer is 12."), which a small instruct model gives
-most of the time, so the groups of a job differ in reward from the start; the full score asks for the bare number
-the prompt asked for. Standard library only.
+The partial score rewards a correct answer in a sentence, which a small instruct model gives most of the time, so
+the groups of a job differ in reward from the start; the full score asks for the bare number the prompt asked
+for. Standard library only.
 """
 
 import re
@@ -21,6 +21,7 @@ def evaluate(messages, ground_truth=None, **kwargs):
     expected = str(ground_truth).strip()
     if reply.rstrip(".") == expected:
         return {"score": 1.0, "reason": "the number alone"}
-    if expected in NUMBER.findall(reply):
-        return {"score": 0.5, "reason": f"{expected} is in the reply, with other words"}
-    return {"score": 0.0, "reason": f"{expected} is not in the reply"}
+    numbers = NUMBER.findall(reply)
+    if numbers and numbers[-1] == expected:
+        return {"score": 0.5, "reason": f"{expected} ends the reply's numbers, among other words"}
+    return {"score": 0.0, "reason": f"the reply's last number is not {expected}"}
