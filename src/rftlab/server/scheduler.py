@@ -145,14 +145,16 @@ class Scheduler:
         """A worker that has not ended its cancelled job within CANCEL_GRACE_S (stuck where its heartbeat cannot
         run) is killed with its process group."""
         now = time.monotonic()
-        with self.store.session() as session:
+        with self.store.reading() as session:
             cancelled = session.scalars(
-                select(Job).where(Job.state.in_(ACTIVE_STATES), Job.cancel_requested.is_(True))
+                select(Job.seq).where(Job.state.in_(ACTIVE_STATES), Job.cancel_requested.is_(True))
             ).all()
-            self._cancel_seen = {job.seq: self._cancel_seen.get(job.seq, now) for job in cancelled}
-            for job in cancelled:
-                if now - self._cancel_seen[job.seq] < CANCEL_GRACE_S:
-                    continue
+        self._cancel_seen = {seq: self._cancel_seen.get(seq, now) for seq in cancelled}
+        overdue = [seq for seq, seen in self._cancel_seen.items() if now - seen >= CANCEL_GRACE_S]
+        if not overdue:
+            return
+        with self.store.session() as session:
+            for job in session.scalars(select(Job).where(Job.seq.in_(overdue), Job.state.in_(ACTIVE_STATES))):
                 if job.worker_pid:
                     kill_worker(job.worker_pid, job.seq)
                 child = self._children.pop(job.seq, None)
