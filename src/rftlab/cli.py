@@ -85,6 +85,11 @@ def chat(argv: list[str]) -> int:
     )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument(
+        "--mcp-url",
+        help="a streamable-HTTP MCP server whose tools the model may call (the bundled calculator: "
+        "http://127.0.0.1:8318/mcp, running once experiment=mcp_calculator has been launched)",
+    )
     args = parser.parse_args(argv)
     adapter, base_model = _chat_model(args.model)
     from rftlab.engine.api import JobFailed
@@ -97,6 +102,7 @@ def chat(argv: list[str]) -> int:
             base_model=args.base_model or base_model,
             max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,
+            mcp_url=args.mcp_url,
         )
     except JobFailed as error:  # a model that cannot load: the reason and the fix, no traceback
         print(f"rftlab chat: {error}", file=sys.stderr)
