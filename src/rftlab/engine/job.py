@@ -29,6 +29,7 @@ from rftlab.engine.evaluator import EvaluatorPool
 from rftlab.engine.models import choose_placement, load_base
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack_sequences, truncate
 from rftlab.engine.rollout import Rollout, Sampler, render_prompt
+from rftlab.engine.rollout_workers import rollout_sampler
 from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, JobSettings, SamplingParams
 from rftlab.engine.tool_rollout import ToolRollouts
 from rftlab.engine.trainer import StepStats, Trainer
@@ -348,7 +349,7 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
         EvaluatorPool(inputs.evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool,
         tool_rollouts as tools,
     ):
-        sampler = choose_sampler(
+        sampler = rollout_sampler(model, tokenizer, inputs.base_model) or choose_sampler(
             model,
             tokenizer,
             inputs.base_model,

@@ -6,12 +6,14 @@ Hugging Face batch under its own seed, so what it yields does not depend on whic
 many there are: the same job seed gives the same completions, hence the same reward series, with 1 or N workers.
 (Sampling outside this module batches differently, so its series differs from these.)
 
-With one worker the blocks are sampled in the job's own process. With two or more, each worker is a Ray actor
-holding its own copy of the base model with the job's LoRA config; the update stays in the job's process. Before
-the blocks of a call go out, the policy's adapter weights are compared by digest with those the workers hold; if
-they changed, they are put in Ray's object store once and loaded by every worker, and the call waits until all
-have them. Every block call carries the digest it must be sampled with: a worker holding other weights refuses it
-(`StaleWeights`), and each answer names the digest it used, checked here again.
+With one worker the blocks are sampled in the job's own process; on a GPU one worker samples as any job does
+(with vLLM where it is installed), so there its series differs from N workers'. With two or more, each worker is
+a Ray actor holding its own copy of the base model with the job's LoRA config, sampling with Hugging Face
+`generate`; the update stays in the job's process. Before the blocks of a call go out, the policy's adapter
+weights are compared by digest with those the workers hold; if they changed, they are put in Ray's object store
+once and loaded by every worker, and the call waits until all have them. Every block call carries the digest it
+must be sampled with: a worker holding other weights refuses it (`StaleWeights`), and each answer names the
+digest it used, checked here again.
 
 The workers are owned by the job's process: when it ends (finished, cancelled, killed, or its node died) Ray ends
 them too. The server reads the environment names below without importing torch.
@@ -187,11 +189,12 @@ class RayRolloutWorkers:
 
 
 def rollout_sampler(policy: Any, tokenizer: Any, base_model: str) -> Any | None:
-    """The sampler for a job run by the Ray executor (`RFTLAB_ROLLOUT_WORKERS` set), else None."""
+    """The sampler for a job run by the Ray executor (`RFTLAB_ROLLOUT_WORKERS` set), else None (the engine's
+    usual choice). One worker on a GPU is None too: the usual choice there is vLLM, far faster than blocks."""
     count = int(os.environ.get(ROLLOUT_WORKERS_ENV) or 0)
-    if count <= 0:
+    on_gpu = policy.device.type == "cuda"
+    if count <= 0 or (count == 1 and on_gpu):
         return None
     if count == 1:
         return InProcessBlocks(policy, tokenizer)
-    gpus = 1.0 if policy.device.type == "cuda" else 0.0
-    return RayRolloutWorkers(policy, base_model, count, gpus)
+    return RayRolloutWorkers(policy, base_model, count, 1.0 if on_gpu else 0.0)
