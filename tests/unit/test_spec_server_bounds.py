@@ -45,3 +45,12 @@ def test_a_full_output_model_name_is_accepted(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["launch", "output_model=accounts/local/models/my-model", "dry_run=true"]) == 0
     assert "accounts/local/models/my-model" in capsys.readouterr().out
+
+
+def test_an_offline_wandb_run_sends_no_key(compose_config, tmp_path, marker_secrets):
+    from rftlab.launch.plan import build_plan
+
+    offline = build_plan(compose_config(["wandb=offline", "dry_run=true"]), cwd=tmp_path)
+    online = build_plan(compose_config(["wandb=on", "wandb.entity=team", "dry_run=true"]), cwd=tmp_path)
+    assert "apiKey" not in offline.body["wandbConfig"]
+    assert "apiKey" in online.body["wandbConfig"]

@@ -230,7 +230,9 @@ def build_plan(config: dict[str, Any], cwd: Path, overrides: list[str] | None = 
             )
         account = UNKNOWN_ACCOUNT
     dataset, evaluator, evaluation = _inputs(spec, account)
-    wandb_key = REDACTED if spec.wandb.enabled and os.environ.get("WANDB_API_KEY") else None
+    # an offline W&B run needs no key, so none is sent
+    online_wandb = spec.wandb.enabled and spec.wandb.mode == "online"
+    wandb_key = REDACTED if online_wandb and os.environ.get("WANDB_API_KEY") else None
     mcp = mcp_server_ref(spec.mcp_server, account)
     names = render.InputNames(dataset.name, evaluator.name, evaluation and evaluation.name, mcp and mcp.name)
     body = render.request_body(spec, names, wandb_key)
