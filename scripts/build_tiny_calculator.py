@@ -177,10 +177,8 @@ def greedy(model, tokenizer, prompts: list[str], max_new: int) -> list[str]:
 
 
 def skills(model, tokenizer, pairs: list[tuple[int, int]]) -> dict[str, float]:
-    """Greedy: the call written right once the model has opened `<tool_call>`, and the result copied."""
+    """Greedy: a tool result copied as the answer."""
     model.eval()
-    call_prompts = [prompt_text(tokenizer, a, b) + "<tool_call>" for a, b in pairs]
-    calls = greedy(model, tokenizer, call_prompts, 40)
     copy_prompts = [
         prompt_text(tokenizer, a, b) + call_text(a, b) + f"{IM_END}\n{IM_START}tool\n{a * b}{IM_END}\n"
         f"{IM_START}assistant\n"
@@ -188,12 +186,40 @@ def skills(model, tokenizer, pairs: list[tuple[int, int]]) -> dict[str, float]:
     ]
     copies = greedy(model, tokenizer, copy_prompts, 10)
     return {
-        "call": sum(
-            c.strip() == call_text(a, b)[len("<tool_call>") :] for c, (a, b) in zip(calls, pairs, strict=True)
-        )
-        / len(pairs),
-        "copy": sum(c.strip() == str(a * b) for c, (a, b) in zip(copies, pairs, strict=True)) / len(pairs),
+        "copy": sum(c.strip() == str(a * b) for c, (a, b) in zip(copies, pairs, strict=True)) / len(pairs)
     }
+
+
+@torch.no_grad()
+def first_turns(model, tokenizer, pairs: list[tuple[int, int]]) -> dict[str, float]:
+    """Sampled at temperature 1: the share of first replies of each kind."""
+    model.eval()
+    tokenizer.padding_side = "left"
+    prompts = [prompt_text(tokenizer, a, b) for a, b in pairs]
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(
+        **encoded,
+        max_new_tokens=40,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    replies = tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+    kinds = dict.fromkeys(("correct call", "call with other arguments", "malformed call", "no call"), 0)
+    for reply, (a, b) in zip(replies, pairs, strict=True):
+        calls = parse_tool_calls(reply)
+        if not calls:
+            kinds["no call"] += 1
+        elif calls[0].error:
+            kinds["malformed call"] += 1
+        elif calls[0].arguments == {"a": a, "b": b}:
+            kinds["correct call"] += 1
+        else:
+            kinds["call with other arguments"] += 1
+    return {kind: count / len(pairs) for kind, count in kinds.items()}
 
 
 def pretrain(model, tokenizer, train_pairs, eval_pairs, seed: int, max_steps: int, batch_size: int = 32):
@@ -220,7 +246,7 @@ def pretrain(model, tokenizer, train_pairs, eval_pairs, seed: int, max_steps: in
         measured = skills(model, tokenizer, eval_pairs[:16])
         seconds = time.perf_counter() - started
         print(f"step {step:5d}  loss {loss.item():.3f}  {measured}  {seconds:.0f}s", flush=True)
-        if measured["call"] >= 0.9 and measured["copy"] >= 0.9:
+        if measured["copy"] >= 0.95:
             break
     return step, measured, time.perf_counter() - started
 
@@ -263,13 +289,16 @@ def main() -> None:
         model, tokenizer, train_pairs, held_out[:EVAL_PROMPTS], args.seed, args.max_steps
     )
     final = skills(model, tokenizer, held_out[:EVAL_PROMPTS])
+    torch.manual_seed(args.seed)
+    mix = first_turns(model, tokenizer, held_out[:EVAL_PROMPTS])
 
     args.out.mkdir(parents=True, exist_ok=True)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
-    mix = ", ".join(f"{name} {share:.0%}" for name, share in BEHAVIOURS.items())
+    taught = ", ".join(f"{name} {share:.0%}" for name, share in BEHAVIOURS.items())
+    sampled = ", ".join(f"{kind} {share:.0%}" for kind, share in mix.items())
     (args.out / "README.md").write_text(
         f"""# tiny-calculator
 
@@ -278,13 +307,13 @@ byte-level BPE tokenizer and a ChatML template that lists the tools in a system 
 It calls tools in the Hermes/Qwen format `<tool_call>{{"name": ..., "arguments": {{...}}}}</tool_call>`.
 
 Pre-trained from scratch on three-digit multiplication transcripts with the `multiply` tool of the bundled MCP
-calculator, drawn from a deliberate mix of behaviours ({mix}): it calls the tool sometimes, and often badly
+calculator, drawn from a deliberate mix of behaviours ({taught}): it calls the tool sometimes, and often badly
 (the first number twice, or broken JSON), or guesses. Reinforcement fine-tuning with the MCP server
 (`rftlab launch experiment=mcp_calculator`) teaches it to call the tool right.
 
-Built with `python scripts/build_tiny_calculator.py --seed {args.seed}` (offline, CPU, 2 threads): {step} steps,
-{seconds:.0f} s. Greedy on {len(held_out[:EVAL_PROMPTS])} held-out prompts: a call opened with `<tool_call>` is
-written right {final["call"]:.3f}; a tool result is copied right {final["copy"]:.3f}.
+Built with `python scripts/build_tiny_calculator.py --seed {args.seed}` (offline, CPU, 1 thread): {step} steps,
+{seconds:.0f} s. On {len(held_out[:EVAL_PROMPTS])} held-out prompts, first replies sampled at temperature 1:
+{sampled}; a correct tool result copied as the answer (greedy): {final["copy"]:.3f}.
 """
     )
     args.dataset_out.parent.mkdir(parents=True, exist_ok=True)
