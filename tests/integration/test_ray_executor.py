@@ -154,6 +154,7 @@ def test_two_rollout_workers_train_exactly_as_one(cluster, server: LocalServer) 
     assert len(series[1]) >= 3 and series[1] == series[2]
     assert len(set(series[1])) > 1  # rewards that move: the comparison can fail
     assert "StaleWeights" not in log
+    assert re.search(r"rollout workers: 2 Ray actors \(pid \d+ on node \w+, pid \d+ on node \w+\)", log), log
 
 
 def test_cancel_ends_the_jobs_ray_actors(cluster, server: LocalServer) -> None:

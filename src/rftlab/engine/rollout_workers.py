@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,6 +118,12 @@ class RolloutWorker:
         self.sampler = HFSampler(self.model, tokenizer, batch_size=MAX_BLOCK_PROMPTS)
         self.digest: str | None = None
 
+    def place(self) -> tuple[int, str]:
+        """This worker's pid and Ray node id."""
+        import ray
+
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
     def load(self, weights: dict[str, Any], digest: str) -> str:
         from peft import set_peft_model_state_dict
 
@@ -153,6 +160,12 @@ class RayRolloutWorkers:
             )
             for _ in range(count)
         ]
+        places = ray.get([actor.place.remote() for actor in self.actors])
+        print(
+            f"rollout workers: {count} Ray actors ({', '.join(f'pid {pid} on node {node[:12]}' for pid, node in places)})",
+            file=sys.stderr,
+            flush=True,
+        )
         self.digest: str | None = None
         self.sampled_with: list[tuple[str, int]] = []
         """(digest, worker pid) of every block sampled, in order: what the tests read."""
