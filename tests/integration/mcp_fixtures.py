@@ -35,10 +35,16 @@ def _answers(port: int) -> bool:
 
 
 @contextmanager
-def mcp_server(token: str | None = None) -> Iterator[RunningMcp]:
+def mcp_server(token: str | None = None, only_tool: str | None = None) -> Iterator[RunningMcp]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(SERVER_SCRIPT), str(port), *([token] if token else [])],
+        [
+            sys.executable,
+            str(SERVER_SCRIPT),
+            str(port),
+            *([token] if token else []),
+            *(["--only", only_tool] if only_tool else []),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

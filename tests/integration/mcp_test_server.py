@@ -1,4 +1,4 @@
-"""A user's own MCP server for tests: `python mcp_test_server.py PORT [REQUIRED_BEARER_TOKEN]`.
+"""A user's own MCP server for tests: `python mcp_test_server.py PORT [REQUIRED_BEARER_TOKEN] [--only TOOL]`.
 
 Streamable HTTP (stateful: one MCP session per client) on 127.0.0.1. Tools: `multiply`, `slow` (sleeps), `fail`
 (raises), `long_text` (n words). `GET /stats` counts the `initialize` requests (one per session) and the
@@ -87,6 +87,12 @@ def counting(app, token: str | None):
 
 
 if __name__ == "__main__":
-    port, token = int(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else None)
+    arguments = sys.argv[1:]
+    if "--only" in arguments:  # serve one tool, e.g. the one the tiny calculator model knows
+        at = arguments.index("--only")
+        for name in {"multiply", "slow", "fail", "long_text"} - {arguments[at + 1]}:
+            server.remove_tool(name)
+        del arguments[at : at + 2]
+    port, token = int(arguments[0]), (arguments[1] if len(arguments) > 1 else None)
     app = server.streamable_http_app(json_response=True)
     uvicorn.run(counting(app, token), host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -13,13 +13,18 @@ from server_harness import TERMINAL_STATES, LocalServer, create_evaluator, uploa
 from rftlab.paths import ASSETS_DIR
 
 A = "/v1/accounts/local"
-ROWS, K = 4, 2
+ROWS, K = 8, 4
 
 
 @pytest.mark.slow
 def test_a_job_naming_a_registered_mcp_server_runs_tool_rollouts_against_it(tmp_path):
     rows = (ASSETS_DIR / "mcp_calculator" / "train.jsonl").read_bytes().splitlines(keepends=True)[:ROWS]
-    with mcp_server() as mcp, LocalServer.under(tmp_path) as server, server.client() as client:
+    # the tiny calculator model knows one tool; a prompt listing others would be new to it
+    with (
+        mcp_server(only_tool="multiply") as mcp,
+        LocalServer.under(tmp_path) as server,
+        server.client() as client,
+    ):
         assert upload_dataset(client, "local", "calc", b"".join(rows)).status_code == 200
         create_evaluator(client, "local", "exact")
         created = client.post(
@@ -51,14 +56,17 @@ def test_a_job_naming_a_registered_mcp_server_runs_tool_rollouts_against_it(tmp_
             "the job to end",
             timeout_s=900,
         )
-        assert done["state"] == "JOB_STATE_COMPLETED", done["status"]
+        rollouts = client.get(f"{A}/reinforcementFineTuningJobs/tools/rollouts").json()["rollouts"]
+        assert done["state"] == "JOB_STATE_COMPLETED", (
+            done["status"],
+            [(r["reward"], r["messages"][1:]) for r in rollouts[:3]],
+        )
 
         stats = mcp.stats()
         assert stats["initialize"] == 1 + ROWS * K, "the probe, then one session per rollout"
         steps = client.get(f"{A}/reinforcementFineTuningJobs/tools/metrics").json()["metrics"]
         assert all("tool_calls_per_rollout" in step and "tool_errors" in step for step in steps), steps
         rollouts = client.get(f"{A}/reinforcementFineTuningJobs/tools/rollouts").json()["rollouts"]
-        assert len(rollouts) == ROWS * K
+        assert 0 < len(rollouts) <= ROWS * K  # the kept sample of the step's rollouts
         assert all(r["turns"] >= 1 and "tool_calls" in r for r in rollouts)
-        made = sum(r["tool_calls"] for r in rollouts)
-        assert made > 0 and stats["calls"] <= made, "the server ran only calls the rollouts made"
+        assert sum(r["tool_calls"] for r in rollouts) > 0 and stats["calls"] > 0
