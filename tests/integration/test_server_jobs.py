@@ -98,11 +98,12 @@ def test_an_evaluator_that_always_raises_fails_the_job_with_its_error(server):
 
 def test_a_job_the_engine_cannot_run_fails_while_validating(server):
     with server.client() as client:
-        body = small_job(DATASET, EVALUATOR, mcpServer="accounts/local/mcpServers/tools")
-        create_job(client, "local", "with-mcp", body)
-        failed = wait_for(lambda: finished(client, "local", "with-mcp"), "the job to fail", timeout_s=120)
+        body = small_job(DATASET, EVALUATOR)
+        body["inferenceParameters"]["extraBody"] = '{"logit_bias": {}}'
+        create_job(client, "local", "with-bias", body)
+        failed = wait_for(lambda: finished(client, "local", "with-bias"), "the job to fail", timeout_s=120)
         assert failed["state"] == "JOB_STATE_FAILED"
-        assert "mcpServer" in failed["status"]["message"] and "not supported" in failed["status"]["message"]
-        assert not (server.state_dir / "accounts/local/jobs/with-mcp/checkpoints").exists(), (
+        assert "'logit_bias'" in failed["status"]["message"] and "not supported" in failed["status"]["message"]
+        assert not (server.state_dir / "accounts/local/jobs/with-bias/checkpoints").exists(), (
             "training never began"
         )
