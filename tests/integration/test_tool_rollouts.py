@@ -95,6 +95,7 @@ def test_calls_run_results_come_back_in_order_and_only_the_models_tokens_are_tra
     assert [m["content"] for m in rollout.messages[2:4]] == ["6", "20"]
     assert [c["function"]["name"] for c in rollout.messages[1]["tool_calls"]] == ["multiply", "multiply"]
     assert rollout.tool_use["tool_calls"] == 2 and rollout.tool_use["tool_errors"] == 0
+    assert [tool["function"]["name"] for tool in rollout.tools] == ["multiply", "slow", "fail", "long_text"]
 
     # the transcript is the prompt, turn 1 (trained), the tool turns (not trained), turn 2 (trained)
     transcript = tokenizer.decode(rollout.prompt_ids + rollout.completion_ids)

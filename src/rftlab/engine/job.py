@@ -140,6 +140,8 @@ def score(
         for rollout in batch:
             row = rows[rollout.row_index]
             fields = {key: value for key, value in row.items() if key not in ("messages", "ground_truth")}
+            if rollout.tools is not None:
+                fields["tools"] = rollout.tools
             rollouts.append(rollout)
             futures.append(pool.submit(rollout.messages, row.get("ground_truth"), fields))
     sampled = time.perf_counter()

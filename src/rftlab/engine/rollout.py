@@ -61,6 +61,8 @@ class Rollout:
     tool_use: dict[str, float] = field(default_factory=dict)
     """A tool rollout's counts: tool_calls, tool_errors, tool_seconds, turn_capped, context_truncated,
     tool_results_truncated (empty for a single-turn rollout)."""
+    tools: list[dict[str, Any]] | None = None
+    """The function tools a tool rollout offered the model; the evaluator receives them as `tools`."""
     score: Score = field(default_factory=lambda: Score(None, error="not scored"))
     advantage: float | None = None
     """Group-relative advantage; None when its group carries no signal (or it is invalid)."""

@@ -130,6 +130,7 @@ class Transcript:
             finish_reason=self.finish_reason,
             turns=self.turns,
             tool_use=self.use,
+            tools=self.tools,
         )
 
 
