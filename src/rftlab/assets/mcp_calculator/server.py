@@ -24,10 +24,14 @@ def multiply(a: int, b: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args()
-    calculator.run("streamable-http", host="127.0.0.1", port=args.port, json_response=True, stateless_http=True)
+    calculator.run(
+        "streamable-http", host="127.0.0.1", port=args.port, json_response=True, stateless_http=True
+    )
 
 
 if __name__ == "__main__":
