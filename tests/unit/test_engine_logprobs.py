@@ -128,3 +128,24 @@ def test_a_sequence_laid_out_alone_restarts_its_positions_and_pads_at_zero():
     positions = batch.position_ids_R_L.tolist()
     assert positions == [[0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5]]
     assert batch.input_ids_R_L.tolist()[0] == [5, 6, 7, 8, 9, 10, 11, 5, 6, 7, 8, 12, 13]
+
+
+def test_activation_checkpointing_takes_the_same_step(monkeypatch):
+    import rftlab.engine.trainer as trainer_module
+
+    sequences = [
+        TrainSequence(s.tokens, s.completion_start, s.old_logprobs, advantage)
+        for s, advantage in zip(two_groups(), (1.0, -1.0, 0.5, 1.0, -1.0), strict=True)
+    ]
+    weights = []
+    for threshold in (10**12, 0):  # never checkpointed, always checkpointed
+        monkeypatch.setattr(trainer_module, "CHECKPOINTED_FROM_PARAMETERS", threshold)
+        trainer, pad_id = small_trainer()
+        assert trainer.model.get_base_model().is_gradient_checkpointing == (threshold == 0)
+        [rows] = pack_sequences(sequences, 4096)
+        trainer.train([build_microbatch(sequences, rows, pad_id)])
+        weights.append(
+            {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        )
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value)

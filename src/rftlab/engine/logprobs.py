@@ -3,8 +3,9 @@
 The full computation (`model(...).logits`, then log-softmax) holds a vocabulary-wide row of floats for every
 token of a packed micro-batch, prompts included, several times over (logits, their float copy, the log-softmax,
 their gradients): with a 150k vocabulary and 32k tokens that is tens of gigabytes. Here the output layer runs on
-the predicted positions only, `CHUNK_TOKENS` of them at a time, under activation checkpointing: the forward pass
-keeps one chunk's logits at a time, and the backward pass recomputes each chunk's from its hidden states.
+the predicted positions only, a chunk of at most `CHUNK_LOGITS` logits (tokens x vocabulary) at a time, under
+activation checkpointing: the forward pass keeps one chunk's logits at a time, and the backward pass recomputes
+each chunk's from its hidden states.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-CHUNK_TOKENS = 1024
+CHUNK_LOGITS = 2**24
+"""64 MiB of fp32 logits: 341 tokens of a 49k vocabulary, 110 of a 152k one."""
 
 
 def chunk_logprobs(
@@ -40,9 +42,11 @@ def token_logprobs(
     targets_N: torch.Tensor,
     temperature: float,
     softcap: float | None = None,
-    chunk_tokens: int = CHUNK_TOKENS,
+    chunk_tokens: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per token: log-probability of its target and the entropy, computed `chunk_tokens` rows at a time."""
+    """Per token: log-probability of its target and the entropy, computed `chunk_tokens` rows at a time (default:
+    as many as make `CHUNK_LOGITS` logits)."""
+    chunk_tokens = chunk_tokens or max(1, CHUNK_LOGITS // head.weight.shape[0])
     logprobs, entropies = [], []
     for start in range(0, hidden_N_H.shape[0], chunk_tokens):
         args = (head, hidden_N_H[start : start + chunk_tokens], targets_N[start : start + chunk_tokens])
