@@ -11,7 +11,9 @@ from server_harness import LocalServer, free_port, project_folder
 from rftlab import cli
 
 TOKEN = "mcp-launch-TOKEN-77ab"
-pytestmark = pytest.mark.slow  # a server and an MCP server per module; the resource and rollout tests are fast
+pytestmark = (
+    pytest.mark.slow
+)  # a server and an MCP server per module; the resource and rollout tests are fast
 
 
 @pytest.fixture(scope="module")

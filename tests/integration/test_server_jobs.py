@@ -103,7 +103,9 @@ def test_a_job_the_engine_cannot_run_fails_while_validating(server):
         create_job(client, "local", "with-bias", body)
         failed = wait_for(lambda: finished(client, "local", "with-bias"), "the job to fail", timeout_s=120)
         assert failed["state"] == "JOB_STATE_FAILED"
-        assert "'logit_bias'" in failed["status"]["message"] and "not supported" in failed["status"]["message"]
+        assert (
+            "'logit_bias'" in failed["status"]["message"] and "not supported" in failed["status"]["message"]
+        )
         assert not (server.state_dir / "accounts/local/jobs/with-bias/checkpoints").exists(), (
             "training never began"
         )

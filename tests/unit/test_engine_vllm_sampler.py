@@ -339,7 +339,11 @@ def test_every_end_of_sequence_id_of_the_generation_config_stops_a_completion(vl
 
     completions = run(sampler_for(model, tokenizer), prompts, SamplingParams(1.0, 1.0, 0, 16))
 
-    assert vllm.engines[0].calls[0]["params"][0].stop_token_ids == [end_of_turn, other_end, tokenizer.eos_token_id]
+    assert vllm.engines[0].calls[0]["params"][0].stop_token_ids == [
+        end_of_turn,
+        other_end,
+        tokenizer.eos_token_id,
+    ]
     assert [(c.completion_ids, c.text, c.finish_reason) for c in completions] == [
         ([*encode(tokenizer, "12"), end_of_turn], "12#", "stop"),
         ([*encode(tokenizer, "5"), other_end], "5=", "stop"),

@@ -25,9 +25,8 @@ def test_local_sweep_point_carries_run_id_group_tags_and_config(compose_config, 
     overrides = ["sweeps=lr_rank", "wandb=offline", "training.lora_rank=8", "training.learning_rate=0.001"]
     plan = plan_for(compose_config, tmp_path, overrides)
     wandb = plan.body["wandbConfig"]
-    assert wandb == {
+    assert wandb == {  # an offline run needs no W&B key, so none is sent
         "enabled": True,
-        "apiKey": "***",
         "project": "rftlab",
         "mode": "offline",
         "runId": plan.job_id,

@@ -25,6 +25,7 @@ PASSED_NAMES = (
     "WANDB_BASE_URL",
     "RFTLAB_HOME",
     "RFTLAB_SAMPLER",
+    "RFTLAB_ALLOW_UNSANDBOXED",  # the operator's opt-in for hosts without a sandbox: the job worker checks it
 )
 
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from rftlab import sandbox
 from rftlab.paths import state_dir
 from rftlab.server.accounts import create_key, ensure_local_account
 from rftlab.server.executors import (
@@ -142,6 +143,7 @@ def _run(
     layout.pid_file.write_text(f"{os.getpid()}\n")
     address = f"http://{args.host}:{args.port}"
     print(f"rftlab serve: {address} (state: {layout.root}); dashboard: {address}/dashboard", flush=True)
+    print(f"rftlab serve: evaluator sandbox: {sandbox.capabilities().describe()}", flush=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler installed before it ran: this one
     # turns it into SystemExit so the cleanup below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
