@@ -76,3 +76,16 @@ def test_a_tarball_with_one_top_folder_is_unwrapped(tmp_path):
     assert (code / "main.py").is_file()
     with pytest.raises(BuildError, match=r"upload a \.py file or a \.tar\.gz"):
         install_upload(code, archive, "e.zip")
+
+
+def test_a_top_folder_holding_a_folder_of_its_own_name_is_unwrapped(tmp_path):
+    archive = tmp_path / "e.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in (("pkg/main.py", b"from pkg.util import X\n"), ("pkg/pkg/util.py", b"X = 1\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    code = tmp_path / "code"
+    install_upload(code, archive, "e.tar.gz")
+    assert sorted(str(p.relative_to(code)) for p in code.rglob("*.py")) == ["main.py", "pkg/util.py"]
+    assert [p.name for p in code.iterdir() if p.name.startswith(".")] == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tarfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -77,9 +78,11 @@ def install_upload(code_dir: Path, upload: Path, filename: str) -> None:
         raise BuildError(f"{filename}: not a readable tar.gz archive ({error})") from None
     children = list(code_dir.iterdir())
     if len(children) == 1 and children[0].is_dir():
-        for child in children[0].iterdir():
+        # moved aside first: the folder may hold an entry of its own name (`pkg/pkg/`)
+        top = children[0].rename(code_dir / f".unwrap-{uuid.uuid4().hex}")
+        for child in top.iterdir():
             child.rename(code_dir / child.name)
-        children[0].rmdir()
+        top.rmdir()
 
 
 def _refuse_oversized(archive: tarfile.TarFile, filename: str) -> None:
