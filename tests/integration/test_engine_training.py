@@ -132,6 +132,9 @@ def test_every_step_and_eval_pass_reports_its_rollouts(uninterrupted):
         assert all(
             r["messages"][-1] == {"role": "assistant", "content": r["completion_text"]} for r in rollouts
         )
+        assert all(
+            r["trained_spans"] == [[0, len(r["completion_text"])]] for r in rollouts if r["completion_text"]
+        )
     evals = [(step, rollouts) for kind, step, rollouts in recorder.rollouts_seen if kind == "eval"]
     assert [step for step, _ in evals] == [0, STEPS] and all(len(r) == 30 for _, r in evals)
 

@@ -91,6 +91,8 @@ class Rollout:
             "candidate": self.candidate,
             "messages": self.messages,
             "completion_text": self.text,
+            # the final reply is the model's own text, trained on whole (tool results sit in `messages`)
+            "trained_spans": [[0, len(self.text)]] if self.text else [],
             "reward": self.score.value,
             "valid": self.score.valid,
             "reason": self.score.reason,
