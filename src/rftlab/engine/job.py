@@ -335,8 +335,8 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
     torch.manual_seed(inputs.seed)
     loaded = load_base(inputs.base_model, choose_placement())
     print(loaded.notice, file=sys.stderr, flush=True)  # the job's log
-    base, tokenizer = loaded.model, loaded.tokenizer
-    model = attach_adapter(base, settings.training.lora_rank, inputs.warm_start_adapter)
+    tokenizer = loaded.tokenizer
+    model = attach_adapter(loaded.model, settings.training.lora_rank, inputs.warm_start_adapter)
     chunks_per_epoch = math.ceil(len(train_rows) / chunk_rows(len(train_rows), settings.chunk_size))
     total_chunks = settings.training.epochs * chunks_per_epoch
     trainer = Trainer(model, settings.training, settings.sampling.temperature, total_chunks)
@@ -351,13 +351,7 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
         EvaluatorPool(inputs.evaluator, settings.evaluator_concurrency, EVALUATOR_TIMEOUT_S) as pool,
         tool_rollouts as tools,
     ):
-        sampler = rollout_sampler(model, tokenizer, inputs.base_model) or choose_sampler(
-            model,
-            tokenizer,
-            inputs.base_model,
-            settings.training.lora_rank,
-            settings.training.max_context_length,
-        )
+        sampler = job_sampler(model, tokenizer, inputs)
         prompts = Prompts(tokenizer)
 
         def evaluate() -> tuple[dict[str, float], list[Rollout]]:
@@ -381,13 +375,7 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 check_invalid_share(rollouts, "chunk")
                 dropped = assign_advantages(rollouts, K)
                 sequences, truncated = training_sequences(rollouts, max_tokens)
-                started = time.perf_counter()
-                share = not trainer.attends_per_sequence
-                batches = pack_sequences(sequences, settings.training.batch_tokens, share)
-                updates = trainer.train(
-                    [build_microbatch(sequences, b, tokenizer.pad_token_id, share) for b in batches]
-                )
-                timing.update_seconds = time.perf_counter() - started
+                updates = update(trainer, sequences, settings, tokenizer.pad_token_id, timing)
                 steps = progress.add_round(
                     epoch, round_metrics(rollouts, sequences, dropped, truncated, timing), updates
                 )
@@ -398,6 +386,26 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 report_round(reporter, progress, steps, rollouts, eval_rollouts, K, done_chunks, total_chunks)
     save_adapter(model, inputs.output_dir)
     return outcome(progress, loaded.notice if loaded.source.kind == "gguf" else "")
+
+
+def job_sampler(model: Any, tokenizer: PreTrainedTokenizerBase, inputs: JobInputs) -> Sampler:
+    """Rollout workers when the job asks for several, else vLLM on a GPU, else Hugging Face `generate`."""
+    training = inputs.settings.training
+    return rollout_sampler(model, tokenizer, inputs.base_model) or choose_sampler(
+        model, tokenizer, inputs.base_model, training.lora_rank, training.max_context_length
+    )
+
+
+def update(
+    trainer: Trainer, sequences: list[TrainSequence], settings: JobSettings, pad_id: int, timing: Timing
+) -> list[StepStats]:
+    """Pack the sequences into micro-batches within the token budget and take the optimizer step(s)."""
+    started = time.perf_counter()
+    share = not trainer.attends_per_sequence  # groups share one copy of their prompt unless laid out alone
+    batches = pack_sequences(sequences, settings.training.batch_tokens, share)
+    updates = trainer.train([build_microbatch(sequences, b, pad_id, share) for b in batches])
+    timing.update_seconds = time.perf_counter() - started
+    return updates
 
 
 def job_rows(inputs: JobInputs) -> tuple[list[Row], list[Row]]:
