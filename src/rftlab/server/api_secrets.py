@@ -19,16 +19,14 @@ from rftlab.server.api_common import (
     Ctx,
     JsonBody,
     ServerContext,
-    fetch_page,
     get_resource,
     insert_resource,
     now,
-    page_request,
     short_id,
 )
 from rftlab.server.errors import invalid
 from rftlab.server.layout import StateLayout
-from rftlab.server.resource_routes import ORDER_COLUMNS, refuse_filter
+from rftlab.server.resource_routes import ORDER_COLUMNS, add_list_get_delete
 from rftlab.server.schemas import check_resource_id
 from rftlab.server.server_key import server_fernet
 from rftlab.server.store import Resource, Store
@@ -79,36 +77,6 @@ def update_secret(secret_id: str, account_id: AccountId, ctx: Ctx, body: JsonBod
         return _render(resource)
 
 
-@router.get("/secrets/{secret_id}")
-def get_secret(secret_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.reading() as session:
-        return _render(get_resource(session, account_id, KIND, secret_id))
-
-
-@router.get("/secrets")
-def list_secrets(
-    account_id: AccountId,
-    ctx: Ctx,
-    pageSize: int | None = None,
-    pageToken: str | None = None,
-    orderBy: str | None = None,
-    filter: str | None = None,
-) -> dict:
-    refuse_filter(filter)
-    page = page_request(pageSize, pageToken, orderBy, set(ORDER_COLUMNS))
-    with ctx.store.reading() as session:
-        query = select(Resource).where(Resource.account_id == account_id, Resource.kind == KIND)
-        rows, next_token = fetch_page(session, query, page, ORDER_COLUMNS, Resource.seq)
-        return {"secrets": [_render(row) for row in rows], "nextPageToken": next_token}
-
-
-@router.delete("/secrets/{secret_id}")
-def delete_secret(secret_id: str, account_id: AccountId, ctx: Ctx) -> dict:
-    with ctx.store.session() as session:
-        session.delete(get_resource(session, account_id, KIND, secret_id))
-    return {}
-
-
 def account_secrets(store: Store, layout: StateLayout, account_id: str) -> dict[str, str]:
     """The account's secrets as environment variables (`keyName` -> value), for its evaluator processes only."""
     fernet = server_fernet(layout.root)
@@ -152,3 +120,6 @@ def _encrypt(ctx: ServerContext, value: str) -> str:
 
 def _render(resource: Resource) -> dict[str, str]:
     return {"name": resource.body["name"], "keyName": resource.body["keyName"]}
+
+
+add_list_get_delete(router, KIND, "secret", ORDER_COLUMNS, files=None, shown=_render)

@@ -72,12 +72,13 @@ def add_list_get_delete(
     kind: str,
     singular: str,
     order_columns: dict[str, Any],
-    files: Callable[[StateLayout, str, str], Path],
+    files: Callable[[StateLayout, str, str], Path] | None,
+    shown: Callable[[Resource], dict[str, Any]] = render,
 ) -> None:
     """`GET /<kind>`, `GET /<kind>/{<singular>_id}` and `DELETE /<kind>/{<singular>_id}` on `router`.
 
-    `files(layout, account_id, resource_id)` is the folder a delete removes. A resource an unfinished job uses
-    cannot be deleted.
+    `files(layout, account_id, resource_id)` is the folder a delete removes (None: the resource has none);
+    `shown` renders a resource for a reply. A resource an unfinished job uses cannot be deleted.
     """
     item_path = f"/{kind}/{{{singular}_id}}"
     # The path parameter keeps its per-kind name (e.g. `dataset_id`) in the OpenAPI schema. No
@@ -98,13 +99,13 @@ def add_list_get_delete(
         with ctx.store.reading() as session:
             query = select(Resource).where(Resource.account_id == account_id, Resource.kind == kind)
             rows, next_token = fetch_page(session, query, page, order_columns, Resource.seq)
-            return {kind: [render(r) for r in rows], "nextPageToken": next_token}
+            return {kind: [shown(r) for r in rows], "nextPageToken": next_token}
 
     @router.get(item_path, name=f"get_{singular}")
     def get_one(resource_id: ResourceId, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
         refuse_custom_method(resource_id, request)
         with ctx.store.reading() as session:
-            return render(get_resource(session, account_id, kind, resource_id))
+            return shown(get_resource(session, account_id, kind, resource_id))
 
     @router.delete(item_path, name=f"delete_{singular}")
     def delete_one(resource_id: ResourceId, request: Request, account_id: AccountId, ctx: Ctx) -> dict:
@@ -113,5 +114,6 @@ def add_list_get_delete(
             resource = get_resource(session, account_id, kind, resource_id)
             refuse_if_used_by_active_job(session, account_id, resource.body["name"])
             session.delete(resource)
-        shutil.rmtree(files(ctx.layout, account_id, resource_id), ignore_errors=True)
+        if files is not None:
+            shutil.rmtree(files(ctx.layout, account_id, resource_id), ignore_errors=True)
         return {}
