@@ -162,12 +162,12 @@ def accuracy(model, tokenizer, pairs: list[tuple[int, int]], sample: bool) -> fl
     )
 
 
-def build_model(tokenizer) -> torch.nn.Module:
+def build_model(tokenizer, hidden: int = 256, intermediate: int = 512, layers: int = 4) -> torch.nn.Module:
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=4,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+from transformers import PreTrainedTokenizerFast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_tiny_arith import IM_END, IM_START, PAD, QWEN2_SPLIT_REGEX
+from build_tiny_arith import IM_END, IM_START, PAD, QWEN2_SPLIT_REGEX, build_model
 from rftlab.engine.tool_rollout import parse_tool_calls
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -251,23 +251,6 @@ def pretrain(model, tokenizer, train_pairs, eval_pairs, seed: int, max_steps: in
     return step, measured, time.perf_counter() - started
 
 
-def build_model(tokenizer) -> torch.nn.Module:
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=96,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -282,7 +265,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     train_pairs, held_out = split_pairs(args.seed)
     tokenizer = train_tokenizer(args.seed)
-    model = build_model(tokenizer)
+    model = build_model(tokenizer, hidden=96, intermediate=256, layers=2)
     params = sum(p.numel() for p in model.parameters())
     print(f"tokenizer: {len(tokenizer)} tokens; model: {params:,} parameters", flush=True)
     step, _, seconds = pretrain(
