@@ -109,10 +109,11 @@ def test_a_2x2_sweep_runs_to_the_end_is_compared_and_logged_to_wandb(server, wor
         assert f"training.lora_rank={job['trainingConfig']['loraRank']}" in settings["tags"]
         assert link["config"].items() <= settings["config"].items()
         # every number W&B got is in the run record, step by step, and the final metrics too
-        logged = history(run_folder)
+        # (the rollouts go to W&B as tables: the eval pass before training has a row of its own at step 0)
+        logged = [row for row in history(run_folder) if "step" in row]
         assert [row["_step"] for row in logged] == [m["step"] for m in metrics]
         for row, recorded in zip(logged, metrics, strict=True):
-            assert {k: v for k, v in row.items() if not k.startswith("_")} == recorded
+            assert {k: v for k, v in row.items() if not k.startswith(("_", "rollouts/"))} == recorded
         final = json.loads(job["outputMetrics"])
         assert final and {k: summary(run_folder)[k] for k in final} == final
 
@@ -131,11 +132,12 @@ def test_a_2x2_sweep_runs_to_the_end_is_compared_and_logged_to_wandb(server, wor
 
 
 def test_a_sweep_records_invalid_and_refused_points_and_runs_the_rest(server, workdir, capsys):
-    # rank 12 fails validation (not a power of two); max_context_length=8 passes it but the backend refuses it
+    # rank 12 fails validation (not a power of two); an evaluation dataset the backend does not have passes it
+    # (the launcher cannot know), and the backend refuses it
     overrides = [
         "training.learning_rate=3e-3",
         "training.lora_rank=8,12",
-        "training.max_context_length=512,8",
+        "dataset.evaluation_dataset=null,no-such-dataset",
     ]
     assert cli.main(sweep_args(server, "lr_rank", *overrides)) == 2
     err = capsys.readouterr().err
@@ -145,16 +147,16 @@ def test_a_sweep_records_invalid_and_refused_points_and_runs_the_rest(server, wo
     assert cli.main(["wait", str(sweep_dir), "--poll", "0.5", "--quiet"]) == 0
 
     points = compare.collect(sweep_dir)
-    assert compare.differing_keys(points) == ["training.lora_rank", "training.max_context_length"]
+    assert compare.differing_keys(points) == ["training.lora_rank", "dataset.evaluation_dataset"]
     by_point = {
-        (p.overrides["training.lora_rank"], p.overrides["training.max_context_length"]): p for p in points
+        (p.overrides["training.lora_rank"], p.overrides["dataset.evaluation_dataset"]): p for p in points
     }
     assert len(by_point) == 4
-    trained, refused = by_point[("8", "512")], by_point[("8", "8")]
+    trained, refused = by_point[("8", "null")], by_point[("8", "no-such-dataset")]
     assert trained.state in ("completed", "early_stopped") and trained.rewards
-    assert refused.state == "refused" and "maxContextLength" in refused.error
-    assert by_point[("12", "512")].state == by_point[("12", "8")].state == "invalid"
-    assert "must be a power of two" in by_point[("12", "8")].error
+    assert refused.state == "refused" and "evaluationDataset" in refused.error
+    assert by_point[("12", "null")].state == by_point[("12", "no-such-dataset")].state == "invalid"
+    assert "must be a power of two" in by_point[("12", "no-such-dataset")].error
     on_server = set(server.local_job_ids())
     assert trained.job in on_server and refused.job not in on_server
     assert {run.state for run in find_runs(sweep_dir) if run.state} <= TERMINAL_STATES
