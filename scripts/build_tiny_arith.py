@@ -59,6 +59,28 @@ def split_pairs(seed: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]
     return pairs[DATASET_ROWS:], pairs[:DATASET_ROWS]
 
 
+def train_bpe(lines: list[str], vocab_size: int) -> Tokenizer:
+    """A byte-level BPE over `lines` with Qwen2's split regex (what AutoTokenizer applies to model_type qwen2)
+    and the chat special tokens."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, IM_START, IM_END],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(lines, trainer=trainer)
+    return tokenizer
+
+
 def train_tokenizer(seed: int) -> PreTrainedTokenizerFast:
     rng = random.Random(seed)
     chat_lines = [
@@ -85,22 +107,7 @@ def train_tokenizer(seed: int) -> PreTrainedTokenizerFast:
     ]
     prose = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(500)]
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=[PAD, IM_START, IM_END],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(chat_lines + prose, trainer=trainer)
+    tokenizer = train_bpe(chat_lines + prose, VOCAB_SIZE)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=IM_END,

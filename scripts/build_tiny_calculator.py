@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_tiny_arith import IM_END, IM_START, PAD, QWEN2_SPLIT_REGEX, build_model
+from build_tiny_arith import IM_END, IM_START, PAD, build_model, train_bpe
 from rftlab.engine.tool_rollout import parse_tool_calls
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -105,22 +104,7 @@ def train_tokenizer(seed: int) -> PreTrainedTokenizerFast:
             f"{IM_START}system\nTools: multiply{IM_END}\n{IM_START}user\n{question(a, b)}{IM_END}\n"
             f"{IM_START}assistant\n{pieces}{IM_END}\n"
         )
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=[PAD, IM_START, IM_END],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(lines, trainer=trainer)
+    tokenizer = train_bpe(lines, VOCAB_SIZE)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=IM_END,
