@@ -4,18 +4,11 @@ with progress reported; one under it through a single multipart :upload."""
 
 from __future__ import annotations
 
-import pytest
-from server_harness import LocalServer, arithmetic_jsonl
+from server_harness import arithmetic_jsonl
 from wire_recorder import WireRecorder
 
 from rftlab.fireworks import client as client_module
 from rftlab.fireworks.client import FireworksClient
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
-        yield running
 
 
 def test_a_file_over_the_direct_limit_goes_through_the_signed_url_with_progress(server, monkeypatch):

@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 from rollout_fixtures import seed_job
-from server_harness import LocalServer, free_port, wait_for
+from server_harness import free_port, wait_for
 
 from rftlab import cli
 from rftlab.server.rollouts import RolloutPolicy, load_policy
@@ -18,12 +18,6 @@ from rftlab.server.store import Store, sqlite_url
 
 JOBS = "/v1/accounts/local/reinforcementFineTuningJobs"
 STEPS = 5
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

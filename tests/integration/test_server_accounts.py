@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from server_harness import (
-    LocalServer,
     arithmetic_jsonl,
     create_evaluator,
     create_job,
     small_job,
     upload_dataset,
 )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
-        yield running
 
 
 def test_accounts_are_isolated(server):

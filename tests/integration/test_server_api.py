@@ -11,7 +11,6 @@ import tarfile
 import httpx
 import pytest
 from server_harness import (
-    LocalServer,
     arithmetic_jsonl,
     create_evaluator,
     job_state,
@@ -20,18 +19,6 @@ from server_harness import (
 )
 
 A = "/v1/accounts/local"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with server.client() as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

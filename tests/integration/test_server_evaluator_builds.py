@@ -10,22 +10,10 @@ import time
 
 import httpx
 import pytest
-from server_harness import LocalServer, wait_for
+from server_harness import wait_for
 
 A = "/v1/accounts/local"
 SCORE_PY = "def evaluate(messages, ground_truth=None, **kw):\n    return 1.0\n"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with server.client() as c:
-        yield c
 
 
 def tar_gz(files: dict[str, str | bytes], folder: str = "my_eval") -> bytes:

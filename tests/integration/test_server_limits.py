@@ -51,12 +51,6 @@ def server(request, tmp_path_factory):
         )
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    with server.client() as c:
-        yield c
-
-
 def error_of(response: httpx.Response, code: int) -> str:
     assert response.status_code == code, response.text
     assert response.headers["x-request-id"]

@@ -6,16 +6,9 @@ from __future__ import annotations
 
 import fireworks
 import pytest
-from server_harness import LocalServer
 
 A = "/v1/accounts/local"
 VALUE = "sk-marker-SECRET-value-93ac11"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
