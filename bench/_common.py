@@ -134,3 +134,6 @@ class StepLog:
 
     def should_stop(self) -> bool:
         return False
+
+    def note(self, message: str) -> None:
+        pass

@@ -47,6 +47,7 @@ class Recorder:
         self.steps: list[dict] = []
         self.progress_calls: list[tuple] = []
         self.rollouts_seen: list[tuple[str, int, list[dict]]] = []
+        self.notes: list[str] = []
         self.stop_after_steps = stop_after_steps
 
     def rollouts(self, kind, step, rollouts):
@@ -60,6 +61,9 @@ class Recorder:
 
     def should_stop(self):
         return self.stop_after_steps is not None and len(self.steps) >= self.stop_after_steps
+
+    def note(self, message):
+        self.notes.append(message)
 
 
 def inputs(tmp_path, job=JOB, rows=TRAIN_ROWS, evaluator=EXACT_MATCH, seed=0, warm_start=None, name="job"):

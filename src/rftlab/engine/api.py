@@ -73,6 +73,10 @@ class Reporter(Protocol):
     def should_stop(self) -> bool:
         """True once the job was cancelled: the engine stops within one step, after checkpointing."""
 
+    def note(self, message: str) -> None:
+        """A warning about the running job (it starts with `contract.WARNING_PREFIX`), for its status until a
+        later note or the job's end replaces it."""
+
 
 class JobFailed(RuntimeError):
     """A failure whose message is the job's `status.message` (the evaluator's own error, a bad row...)."""

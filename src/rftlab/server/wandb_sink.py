@@ -58,6 +58,9 @@ class TrackedReporter:
     def should_stop(self) -> bool:
         return self.inner.should_stop()
 
+    def note(self, message: str) -> None:
+        self.inner.note(message)
+
     def finish(self, outcome: JobOutcome) -> None:
         """The job's final metrics (what `outputMetrics` holds) as the run's summary."""
         if self.run is not None:

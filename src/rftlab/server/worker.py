@@ -95,6 +95,15 @@ class StoreReporter:
         self.stop_seen = self.stop_seen or stop
         return stop
 
+    def note(self, message: str) -> None:
+        """The running job's status message; a cancel's message (and any state but RUNNING) is kept."""
+        with self.store.session() as session:
+            session.execute(
+                self._mine()
+                .where(Job.state == RUNNING, Job.cancel_requested.is_(False))
+                .values(status_message=message, update_time=time.time())
+            )
+
 
 def _heartbeat(store: Store, job_seq: int) -> None:
     """Every HEARTBEAT_INTERVAL_S: tell the scheduler we live, and see whether the job still wants us. A cancel
