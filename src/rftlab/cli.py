@@ -59,12 +59,15 @@ def _chat_model(name: str) -> tuple[Path | None, str | None]:
     (`accounts/A/models/M`), or else a base model (tiny-arith, a Hugging Face folder or name)."""
     from rftlab.paths import state_dir
     from rftlab.server.layout import StateLayout
+    from rftlab.server.storage import state_dir_storage
 
     if (Path(name) / "adapter_config.json").is_file():
         return Path(name), None
     output_model = re.fullmatch(r"accounts/([^/]+)/models/([^/]+)", name)
     if output_model:
         folder = StateLayout(state_dir()).model_dir(*output_model.groups())
+        if not (folder / "adapter_config.json").is_file():  # trained on a node: its copy is in the storage
+            state_dir_storage(state_dir()).fetch_dir(folder, missing_ok=True)
         if not (folder / "adapter_config.json").is_file():
             raise SystemExit(
                 f"rftlab chat: {name} is not a trained model of the local backend ({folder} is missing)"

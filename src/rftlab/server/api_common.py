@@ -29,6 +29,7 @@ from rftlab.server.errors import (
 )
 from rftlab.server.layout import StateLayout
 from rftlab.server.limits import ServerLimits
+from rftlab.server.storage import Storage
 from rftlab.server.store import Resource, Store, find_resource
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -44,6 +45,8 @@ class ServerContext:
     layout: StateLayout
     wake_scheduler: Callable[[], None]
     limits: ServerLimits = dataclass_field(default_factory=ServerLimits)
+    storage: Storage = dataclass_field(default_factory=Storage)
+    """Where datasets, evaluator code, checkpoints and models live durably (the state dir, or a storage URL)."""
 
 
 def context(request: Request) -> ServerContext:

@@ -161,6 +161,7 @@ def _install(ctx: ServerContext, account_id: str, dataset_id: str, staged: Path,
         target = ctx.layout.dataset_file(account_id, dataset_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(staged, target)
+        ctx.storage.put_file(target)
     finally:
         staged.unlink(missing_ok=True)
     with ctx.store.session() as session:

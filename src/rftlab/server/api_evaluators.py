@@ -240,6 +240,9 @@ def _build(
             entry = resolve_entry(code_dir, entry_file, entry_func, body.get("entryPoint"))
             log(f"importing {entry.entry_file} and looking up {entry.entry_func}")
             check_entry(code_dir, entry, python=python)
+            if ctx.storage.remote:
+                log(f"storing the code at {ctx.storage.location(code_dir)}")
+                ctx.storage.put_dir(code_dir)
             entry_point = f"{entry.entry_file}::{entry.entry_func}"
             log(f"ACTIVE: entry point {entry_point}")
         except BuildError as failure:

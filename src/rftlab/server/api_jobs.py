@@ -235,6 +235,7 @@ def delete_job(job_id: str, request: Request, account_id: AccountId, ctx: Ctx) -
         session.execute(delete(JobMetric).where(JobMetric.job_seq == job.seq))
         session.delete(job)
     shutil.rmtree(ctx.layout.job_dir(account_id, job_id), ignore_errors=True)
+    ctx.storage.delete(ctx.layout.job_dir(account_id, job_id))
     ctx.wake_scheduler()
     return {}
 

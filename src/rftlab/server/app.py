@@ -58,7 +58,7 @@ def create_app(
     )
     app.add_middleware(Guard, limits=limits)
     app.state.context = ServerContext(
-        store=store, layout=layout, wake_scheduler=scheduler.wake, limits=limits
+        store=store, layout=layout, wake_scheduler=scheduler.wake, limits=limits, storage=scheduler.storage
     )
 
     @app.get("/healthz")

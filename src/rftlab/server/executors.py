@@ -31,6 +31,8 @@ from sqlalchemy.orm import Session
 
 from rftlab.engine.rollout_workers import RAY_ADDRESS_ENV, ROLLOUT_WORKERS_ENV, WORKER_CPUS
 from rftlab.server.capped_log import capped_log_pipe
+from rftlab.server.job_storage import LogCopy
+from rftlab.server.storage import Storage, storage_credentials
 from rftlab.server.store import Job, ServerSetting, Store
 
 EXECUTOR_SETTING = "executor"
@@ -153,8 +155,12 @@ def connect_ray(address: str) -> Any:
 
 
 class RayExecutor:
-    def __init__(self, address: str, overrides: ResourceOverrides, max_log_bytes: int) -> None:
+    def __init__(
+        self, address: str, overrides: ResourceOverrides, max_log_bytes: int, storage: Storage | None = None
+    ) -> None:
         self.address, self.overrides, self.max_log_bytes = address, overrides, max_log_bytes
+        self.storage = storage or Storage()
+        """With a storage URL, each worker keeps its files in its node's cache and its log is copied there."""
         self._actor_class: Any = None
         self._holding: list[tuple[RayWorker, dict[str, float]]] = []
         """The workers started here that still run, with all their jobs hold (rollout workers included)."""
@@ -200,9 +206,11 @@ class RayExecutor:
             ROLLOUT_WORKERS_ENV: str(resources.rollout_workers),
         }
         try:
-            pid, node = ray.get(
-                actor.start.remote(argv[1:], env, str(log_path), self.max_log_bytes), timeout=START_TIMEOUT_S
+            log_key = self.storage.key(log_path) if self.storage.remote else None
+            started = actor.start.remote(
+                argv[1:], env, str(log_path), self.max_log_bytes, self.storage.url, log_key
             )
+            pid, node = ray.get(started, timeout=START_TIMEOUT_S)
         except Exception:
             ray.kill(actor, no_restart=True)
             raise
@@ -260,16 +268,29 @@ class JobProcess:
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
+        self.log_copy: LogCopy | None = None
 
     def start(
-        self, args: list[str], env: dict[str, str], log_path: str, max_log_bytes: int
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log_path: str,
+        max_log_bytes: int,
+        storage_url: str | None = None,
+        log_key: str | None = None,
     ) -> tuple[int, str]:
-        """Start the worker (`args` after the interpreter: this node's own runs it); its pid and this node's id."""
+        """Start the worker (`args` after the interpreter: this node's own runs it); its pid and this node's id.
+        With a storage URL, the worker keeps its files in this node's cache and its log is copied to the storage."""
         import ray
 
         context = ray.get_runtime_context()
         env = {**env, RAY_ADDRESS_ENV: context.gcs_address}
         log = Path(log_path)
+        if storage_url and log_key:
+            self.log_copy = LogCopy(storage_url, log_key, context.get_node_id())
+            log = self.log_copy.path
+            args = [*args, "--cache-dir", str(self.log_copy.storage.root)]
+            env = {**storage_credentials(os.environ), **env}
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as note:
             note.write(f"job worker starting on Ray node {context.get_node_id()} ({platform.node()})\n")
@@ -280,9 +301,12 @@ class JobProcess:
         """The worker's exit status, waiting up to `timeout_s` for it; None while it runs."""
         assert self.process is not None
         try:
-            return self.process.wait(timeout=timeout_s)
+            code = self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            return None
+            code = None
+        if self.log_copy is not None:
+            self.log_copy.copy(final=code is not None)
+        return code
 
     def send_signal(self, sig: int) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -298,10 +322,10 @@ class ExecutorSetting:
     gpus: float | None = None
     memory_gb: float | None = None
 
-    def executor(self, max_log_bytes: int) -> Executor:
+    def executor(self, max_log_bytes: int, storage: Storage | None = None) -> Executor:
         if self.kind == "ray":
             overrides = ResourceOverrides(self.cpus, self.gpus, self.memory_gb)
-            return RayExecutor(self.ray_address or "auto", overrides, max_log_bytes)
+            return RayExecutor(self.ray_address or "auto", overrides, max_log_bytes, storage)
         return LocalExecutor(max_log_bytes)
 
 
@@ -365,8 +389,8 @@ def load_executor_setting(session: Session) -> ExecutorSetting:
     return ExecutorSetting(**stored.value) if stored is not None else ExecutorSetting()
 
 
-def configured_executor(store: Store, max_log_bytes: int) -> Executor:
+def configured_executor(store: Store, max_log_bytes: int, storage: Storage | None = None) -> Executor:
     """The executor `rftlab serve` was started with (local when none was saved); worker logs capped at
-    `max_log_bytes`."""
+    `max_log_bytes`; `storage`: where job files live when not in the state dir."""
     with store.reading() as session:
-        return load_executor_setting(session).executor(max_log_bytes)
+        return load_executor_setting(session).executor(max_log_bytes, storage)

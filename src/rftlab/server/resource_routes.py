@@ -116,4 +116,5 @@ def add_list_get_delete(
             session.delete(resource)
         if files is not None:
             shutil.rmtree(files(ctx.layout, account_id, resource_id), ignore_errors=True)
+            ctx.storage.delete(files(ctx.layout, account_id, resource_id))
         return {}

@@ -28,6 +28,8 @@ from rftlab.server.executors import WorkerHandle, configured_executor
 from rftlab.server.job_secrets import unseal
 from rftlab.server.layout import StateLayout
 from rftlab.server.limits import ServerLimits
+from rftlab.server.server_key import SERVER_KEY_ENV, server_key_text
+from rftlab.server.storage import configured_storage, storage_credentials
 from rftlab.server.store import DATABASE_URL_ENV, Job, Store
 from rftlab.server.uploads import expire_uploads
 
@@ -79,7 +81,8 @@ class Scheduler:
         self.layout = layout
         self.max_running = max_running
         self.limits = limits or ServerLimits()
-        self.executor = configured_executor(store, self.limits.worker_log_bytes)
+        self.storage = configured_storage(store, layout.root)
+        self.executor = configured_executor(store, self.limits.worker_log_bytes, self.storage)
         self._children: dict[int, WorkerHandle] = {}
         self._cancel_seen: dict[int, float] = {}
         """Job seq -> when this scheduler first saw its cancel request while a worker still held it."""
@@ -171,13 +174,17 @@ class Scheduler:
             del self._children[seq]
             with self.store.session() as session:
                 job = session.get(Job, seq)
+                if job is not None:
+                    self._store_log(job)
                 if job is None or job.state not in ACTIVE_STATES or job.worker_pid != process.pid:
                     continue  # finished normally (the worker recorded it) or deleted
                 if code < 0:
                     self._requeue(job, f"its worker was killed by signal {-code}")
                 else:
                     self._fail(
-                        job, f"the worker exited with code {code} without finishing; see {self._log(job)}"
+                        job,
+                        f"the worker exited with code {code} without finishing; see "
+                        f"{self.storage.location(self._log(job))}",
                     )
 
     def _requeue_silent(self) -> None:
@@ -225,6 +232,22 @@ class Scheduler:
 
     def _log(self, job: Job) -> Path:
         return self.layout.job_dir(job.account_id, job.job_id) / "worker.log"
+
+    def _store_log(self, job: Job) -> None:
+        """With a storage URL, the log of a worker that ran here (the local executor) is copied there once the
+        worker ends (a Ray node copies the logs of the workers it runs)."""
+        path = self._log(job)
+        if self.storage.remote and path.is_file():
+            try:
+                self.storage.put_file(path)
+            except Exception:  # the log is a copy: it must not stop scheduling
+                log.exception("copying %s to %s failed", path, self.storage.url)
+
+    def _storage_env(self) -> dict[str, str]:
+        """With a storage URL: what a worker on any node needs to reach it and to read its account's secrets."""
+        if not self.storage.remote:
+            return {}
+        return {**storage_credentials(os.environ), SERVER_KEY_ENV: server_key_text(self.layout.root)}
 
     def _start_queued(self) -> None:
         while not self._stopping.is_set():
@@ -287,6 +310,7 @@ class Scheduler:
                     "PYTHONUNBUFFERED": "1",
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(self.threads_per_job()),
                     **({"WANDB_API_KEY": wandb_key} if wandb_key else {}),
+                    **self._storage_env(),
                 }
             ),
             log_path,

@@ -3,6 +3,7 @@
     rftlab serve [--host 127.0.0.1] [--port 8317] [--state-dir DIR] [--database-url URL] [--max-running-jobs N]
                  [--keep-rollouts all|sample:N] [--rollouts-max-mb M] [limits: --max-request-mb M ...]
                  [--executor local|ray] [--ray-address ADDR] [--job-cpus N] [--job-gpus N] [--job-memory-gb G]
+                 [--storage-url URL]
     rftlab serve --stop [--state-dir DIR]
     rftlab serve --add-account ID [--state-dir DIR] [--database-url URL]   (prints a new API key for ID)
 
@@ -35,6 +36,7 @@ from rftlab.server.executors import (
 from rftlab.server.layout import StateLayout
 from rftlab.server.limits import add_limit_flags, limits_from
 from rftlab.server.rollouts import DEFAULT_KEEP, DEFAULT_MAX_MB, RolloutPolicy, save_policy
+from rftlab.server.storage import add_storage_flag, checked_storage_url, save_storage_setting
 from rftlab.server.store import Store, sqlite_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_limit_flags(parser)
     add_executor_flags(parser)
+    add_storage_flag(parser)
     return parser
 
 
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         rollout_policy = RolloutPolicy.parse(args.keep_rollouts, args.rollouts_max_mb)
         limits_from(args)
         executor_setting = executor_setting_from(args)
+        storage_url = checked_storage_url(args.storage_url)
     except ValueError as error:
         print(f"rftlab serve: {error}", file=sys.stderr)
         return 2
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             f"rftlab serve: another server is using {layout.root} (pid {_read_pid(layout)})", file=sys.stderr
         )
         return 1
-    return _run(args, layout, database_url, lock, rollout_policy, executor_setting)
+    return _run(args, layout, database_url, lock, rollout_policy, executor_setting, storage_url)
 
 
 def _run(
@@ -124,6 +128,7 @@ def _run(
     lock: IO[str],
     rollout_policy: RolloutPolicy,
     executor_setting: ExecutorSetting,
+    storage_url: str | None,
 ) -> int:
     import uvicorn
 
@@ -139,10 +144,12 @@ def _run(
         print(f"rftlab serve: {error}", file=sys.stderr)
         return 1
     save_executor_setting(store, executor_setting)
+    save_storage_setting(store, storage_url)
     app = create_app(store, layout, args.max_running_jobs, limits_from(args))
     layout.pid_file.write_text(f"{os.getpid()}\n")
     address = f"http://{args.host}:{args.port}"
-    print(f"rftlab serve: {address} (state: {layout.root}); dashboard: {address}/dashboard", flush=True)
+    state = f"state: {layout.root}" + (f", storage: {storage_url}" if storage_url else "")
+    print(f"rftlab serve: {address} ({state}); dashboard: {address}/dashboard", flush=True)
     print(f"rftlab serve: evaluator sandbox: {sandbox.capabilities().describe()}", flush=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler installed before it ran: this one
     # turns it into SystemExit so the cleanup below runs.

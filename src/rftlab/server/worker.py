@@ -32,10 +32,12 @@ from rftlab.server.api_mcp_servers import tool_settings
 from rftlab.server.api_secrets import account_secrets
 from rftlab.server.dataset_check import read_rows
 from rftlab.server.evaluator_build import BuildError
-from rftlab.server.evaluator_env import evaluator_python
 from rftlab.server.job_spec import engine_settings
+from rftlab.server.job_storage import StoringReporter, fetch_checkpoint, node_evaluator_python
 from rftlab.server.layout import StateLayout
 from rftlab.server.rollouts import store_rollouts
+from rftlab.server.server_key import SERVER_KEY_ENV, install_server_key
+from rftlab.server.storage import Storage, StorageMissing, configured_storage
 from rftlab.server.store import DATABASE_URL_ENV, Job, JobMetric, Resource, Store, find_resource
 
 HEARTBEAT_INTERVAL_S = 2.0
@@ -183,26 +185,31 @@ def _resource(store: Store, account_id: str, kind: str, name: str) -> Resource:
     return resource
 
 
-def build_inputs(store: Store, layout: StateLayout, job: Job) -> JobInputs:
-    """What the engine needs for `job`; JobFailed when an input is gone or a setting cannot run here."""
-    spec, account = job.spec, job.account_id
+def build_inputs(store: Store, storage: Storage, job: Job) -> JobInputs:
+    """What the engine needs for `job`, fetched from the storage into this node's copy when it has a URL;
+    JobFailed when an input is gone or a setting cannot run here."""
+    spec, account, layout = job.spec, job.account_id, StateLayout(storage.root)
 
     def rows(name: str) -> list[dict[str, Any]]:
         _resource(store, account, "datasets", name)
-        return read_rows(layout.dataset_file(account, name.rsplit("/", 1)[-1]))
+        path = layout.dataset_file(account, name.rsplit("/", 1)[-1])
+        storage.fetch_file(path)
+        return read_rows(path)
 
     evaluator = _resource(store, account, "evaluators", spec["evaluator"])
     entry_file, _, entry_func = evaluator.body["entryPoint"].partition("::")
     code_root = layout.evaluator_code(account, evaluator.resource_id)
+    storage.fetch_dir(code_root)
     try:
-        python = evaluator_python(layout.root, code_root)
+        python = node_evaluator_python(storage, code_root)
     except BuildError as error:
         raise JobFailed(f"evaluator {spec['evaluator']}: {error}") from None
     training = spec["trainingConfig"]
     base_model, warm_start_adapter = training.get("baseModel"), None
     if training.get("warmStartFrom"):
         start = _resource(store, account, "models", training["warmStartFrom"])
-        base_model, warm_start_adapter = start.body["baseModel"], Path(start.body["adapterPath"])
+        base_model, warm_start_adapter = start.body["baseModel"], layout.model_dir(account, start.resource_id)
+        storage.fetch_dir(warm_start_adapter)
     job_dir = layout.job_dir(account, job.job_id)
     return JobInputs(
         settings=engine_settings(spec, tool_settings(store, layout, account, spec)),
@@ -222,10 +229,11 @@ def build_inputs(store: Store, layout: StateLayout, job: Job) -> JobInputs:
     )
 
 
-def _register_model(store: Store, job: Job, inputs: JobInputs) -> None:
+def _register_model(store: Store, storage: Storage, job: Job, inputs: JobInputs) -> None:
     config_file = inputs.output_dir / "adapter_config.json"
     if not config_file.is_file():
         return
+    storage.put_dir(inputs.output_dir)
     adapter = json.loads(config_file.read_text())
     output_name = job.spec["trainingConfig"]["outputModel"]
     model_id = output_name.rsplit("/", 1)[-1]
@@ -242,7 +250,7 @@ def _register_model(store: Store, job: Job, inputs: JobInputs) -> None:
             "targetModules": sorted(adapter.get("target_modules") or []),
         },
         "fineTuningJob": f"accounts/{job.account_id}/reinforcementFineTuningJobs/{job.job_id}",
-        "adapterPath": str(inputs.output_dir.resolve()),
+        "adapterPath": storage.location(inputs.output_dir),
         "createdBy": job.account_id,
     }
     with store.session() as session:
@@ -294,8 +302,9 @@ def _set_running(store: Store, job: Job) -> bool:
         return result.rowcount == 1
 
 
-def run(store: Store, layout: StateLayout, job_seq: int) -> None:
+def run(store: Store, storage: Storage, job_seq: int) -> None:
     job = _wait_until_claimed(store, job_seq)
+    layout = StateLayout(storage.root)
     threads = os.environ.get("OMP_NUM_THREADS", "one per core")
     print(
         f"worker {os.getpid()} started on job {job.job_id} (torch threads: {threads})",
@@ -305,7 +314,8 @@ def run(store: Store, layout: StateLayout, job_seq: int) -> None:
     threading.Thread(target=_heartbeat, args=(store, job_seq), daemon=True).start()
     reporter = StoreReporter(store, job_seq)
     try:
-        inputs = build_inputs(store, layout, job)
+        inputs = build_inputs(store, storage, job)
+        stored_checkpoint = fetch_checkpoint(storage, inputs.checkpoint_dir)
         inputs.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if not _set_running(store, job):
             _finish(store, job_seq, CANCELLED, "cancelled before training started")
@@ -313,10 +323,11 @@ def run(store: Store, layout: StateLayout, job_seq: int) -> None:
         from rftlab.engine.job import run_job  # heavy (torch): imported once the inputs are usable
 
         job_dir = layout.job_dir(job.account_id, job.job_id)
-        with wandb_sink.reporting(store, job, reporter, job_dir) as tracked:
+        storing = StoringReporter(reporter, storage, inputs.checkpoint_dir, stored_checkpoint)
+        with wandb_sink.reporting(store, job, storing, job_dir) as tracked:
             outcome: JobOutcome = run_job(inputs, tracked)
             tracked.finish(outcome)
-    except JobFailed as error:
+    except (JobFailed, StorageMissing) as error:
         _finish(store, job_seq, FAILED, str(error), code="FAILED_PRECONDITION")
         return
     except Exception as error:
@@ -337,7 +348,7 @@ def run(store: Store, layout: StateLayout, job_seq: int) -> None:
             "cancelled; the last checkpoint is kept (:resume continues it)",
         )
         return
-    _register_model(store, job, inputs)
+    _register_model(store, storage, job, inputs)
     _finish(store, job_seq, outcome.state, outcome.message, metrics=outcome.final_metrics)
 
 
@@ -345,11 +356,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rftlab-worker")
     parser.add_argument("--job-seq", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="with a storage URL: this node's copy of it"
+    )
     args = parser.parse_args(argv)
     die_with_parent()
     database_url = os.environ.pop(DATABASE_URL_ENV)
+    server_key = os.environ.pop(SERVER_KEY_ENV, None)
     store = Store(database_url)
-    run(store, StateLayout(args.state_dir), args.job_seq)
+    storage = configured_storage(store, args.state_dir)
+    if storage.remote and args.cache_dir:
+        storage = storage.on(args.cache_dir)
+    if server_key:
+        install_server_key(storage.root, server_key)
+    run(store, storage, args.job_seq)
     return 0
 
 

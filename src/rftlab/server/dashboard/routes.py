@@ -195,6 +195,8 @@ def dataset_rows(dataset_id: str, request: Request, ctx: Ctx) -> dict:
         if find_resource(session, account_id, "datasets", dataset_id) is None:
             raise not_found(f"accounts/{account_id}/datasets/{dataset_id}")
     path = ctx.layout.dataset_file(account_id, dataset_id)
+    if not path.is_file():  # a server started on another machine than the one that took the upload
+        ctx.storage.fetch_file(path, missing_ok=True)
     rows = []
     if path.is_file():
         with path.open(encoding="utf-8", errors="replace") as lines:

@@ -1,0 +1,124 @@
+"""What a job's worker moves between the storage and its node's local copy when `rftlab serve --storage-url` is set
+(every step is a no-op without it): the inputs fetched before the job runs, each checkpoint stored once the engine
+completed it (before the steps it holds are reported, so a job requeued onto another node resumes with no
+reported step lost), the output adapter stored at the end, and the worker log copied as it grows."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rftlab.engine.api import Reporter
+from rftlab.server.evaluator_build import BuildError
+from rftlab.server.evaluator_env import ensure_environment, evaluator_python, read_requirements
+from rftlab.server.storage import Storage, node_cache_root
+
+CHECKPOINT_PREFIX = "step-"
+LOG_COPY_INTERVAL_S = 5.0
+
+
+def note(line: str) -> None:
+    """A line of the job's worker log."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def fetch_checkpoint(storage: Storage, checkpoint_dir: Path) -> str | None:
+    """The job's last stored checkpoint as its only local one (a copy left on this node by an earlier run may be
+    stale); its folder name, or None when storage holds none."""
+    if not storage.remote:
+        return None
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    stored = [name for name in storage.folders(checkpoint_dir) if name.startswith(CHECKPOINT_PREFIX)]
+    if not stored:
+        return None
+    storage.fetch_dir(checkpoint_dir / stored[-1])
+    note(f"resuming from checkpoint {stored[-1]}, fetched from {storage.location(checkpoint_dir)}")
+    return stored[-1]
+
+
+def node_evaluator_python(storage: Storage, code_root: Path) -> Path:
+    """The evaluator's interpreter; with a storage URL, its environment is built on this node from the stored
+    requirements.txt when the node lacks it. BuildError says why it cannot be had."""
+    try:
+        return evaluator_python(storage.root, code_root)
+    except BuildError:
+        if not storage.remote:
+            raise
+    note("the evaluator's environment is not on this node: building it from its stored requirements.txt")
+    return ensure_environment(storage.root, read_requirements(code_root), note)
+
+
+class StoringReporter:
+    """The worker's Reporter, storing each checkpoint the engine completes before passing on what it reports."""
+
+    def __init__(
+        self, reporter: Reporter, storage: Storage, checkpoint_dir: Path, stored: str | None
+    ) -> None:
+        self.reporter, self.storage, self.checkpoint_dir = reporter, storage, checkpoint_dir
+        self.stored = stored
+        """The folder name of the checkpoint storage holds."""
+
+    def store_new_checkpoint(self) -> None:
+        if not self.storage.remote:
+            return
+        from rftlab.engine.checkpoint import MARKER  # the engine (torch) is loaded once a checkpoint exists
+
+        complete = sorted(
+            path for path in self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if (path / MARKER).exists()
+        )
+        if not complete or complete[-1].name == self.stored:
+            return
+        newest = complete[-1]
+        self.storage.put_dir(newest)
+        for name in self.storage.folders(self.checkpoint_dir):
+            if name != newest.name:
+                self.storage.delete(self.checkpoint_dir / name)
+        for marker in self.checkpoint_dir.glob(f".{CHECKPOINT_PREFIX}*"):
+            if not marker.name.startswith(f".{newest.name}"):
+                marker.unlink(missing_ok=True)
+        self.stored = newest.name
+
+    def step(self, metrics: dict[str, float]) -> None:
+        self.store_new_checkpoint()
+        self.reporter.step(metrics)
+
+    def progress(self, percent: float, epoch: int, step: int, total_steps: int, output_tokens: int) -> None:
+        self.store_new_checkpoint()
+        self.reporter.progress(percent, epoch, step, total_steps, output_tokens)
+
+    def rollouts(self, kind: str, step: int, rollouts: list[dict[str, Any]]) -> None:
+        self.store_new_checkpoint()
+        self.reporter.rollouts(kind, step, rollouts)
+
+    def should_stop(self) -> bool:
+        return self.reporter.should_stop()
+
+    def note(self, message: str) -> None:
+        self.reporter.note(message)
+
+
+class LogCopy:
+    """A job's worker log on a Ray node, written after what its earlier starts (on any node) wrote, and copied to
+    the storage every LOG_COPY_INTERVAL_S while it grows and when the worker ends."""
+
+    def __init__(self, storage_url: str, log_key: str, node_id: str) -> None:
+        self.storage = Storage(storage_url).on(node_cache_root(storage_url, node_id))
+        self.path = self.storage.root / log_key
+        self.storage.fetch_file(self.path, missing_ok=True)
+        self._copied_at, self._copied_size = 0.0, -1
+
+    def copy(self, final: bool = False) -> None:
+        if not final and time.monotonic() - self._copied_at < LOG_COPY_INTERVAL_S:
+            return
+        size = self.path.stat().st_size if self.path.is_file() else -1
+        if size < 0 or size == self._copied_size:
+            return
+        try:
+            self.storage.put_file(self.path)
+        except Exception as error:  # the log is a copy: a storage hiccup must not end the job
+            print(f"copying {self.path.name} to {self.storage.url} failed: {error}", file=sys.stderr)
+            return
+        self._copied_at, self._copied_size = time.monotonic(), size
