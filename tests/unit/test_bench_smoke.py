@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from small_models import random_causal_lm
 
 import engine_vs_trl
 import evaluator_overlap
@@ -49,17 +50,8 @@ def test_the_machine_description_names_cores_cpu_memory_and_torch():
 
 
 def test_the_update_benchmark_counts_every_matmul_weight_and_runs_the_engines_update():
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    model = attach_adapter(AutoModelForCausalLM.from_config(config), rank=4, warm_start=None)
+    base = random_causal_lm(97, hidden_size=32, intermediate_size=64, tie_word_embeddings=True)
+    model = attach_adapter(base, rank=4, warm_start=None)
     linear, lora = update_efficiency.matmul_parameters(model)
     per_layer = 2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64  # q, o; k, v (2 KV heads of 8); gate, up, down
     lora_per_layer = 4 * ((32 + 32) * 2 + (32 + 16) * 2 + (32 + 64) * 2 + (64 + 32))

@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from small_models import random_causal_lm
 
 from rftlab.engine.adapter import attach_adapter
 from rftlab.engine.checkpoint import restore_checkpoint, save_checkpoint
@@ -30,16 +30,15 @@ SETTINGS = TrainingSettings(
 
 
 def tiny_trainer() -> Trainer:
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=32,
+    base = random_causal_lm(
+        32,
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
         num_key_value_heads=1,
     )
-    model = attach_adapter(Qwen2ForCausalLM(config), rank=4, warm_start=None)
+    model = attach_adapter(base, rank=4, warm_start=None)
     return Trainer(model, SETTINGS, temperature=1.0, planned_steps=10)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+from small_models import random_causal_lm
+from transformers import AutoTokenizer
 
 from rftlab.engine.adapter import attach_adapter
 from rftlab.engine.logprobs import token_logprobs
@@ -51,17 +52,8 @@ def test_softcapping_is_applied_before_the_temperature():
 
 def small_trainer() -> tuple[Trainer, int]:
     tokenizer = AutoTokenizer.from_pretrained(ASSETS_DIR / "tiny-arith")
-    torch.manual_seed(2)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    model = attach_adapter(AutoModelForCausalLM.from_config(config), rank=4, warm_start=None)
+    base = random_causal_lm(len(tokenizer), seed=2, tie_word_embeddings=True)
+    model = attach_adapter(base, rank=4, warm_start=None)
     settings = TrainingSettings(1, 1e-3, 4, 4096, 512, 1, 0, 0.0, "grpo", 0.0)
     return Trainer(model, settings, temperature=0.8, planned_steps=1), tokenizer.pad_token_id
 

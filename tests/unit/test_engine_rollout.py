@@ -5,7 +5,8 @@ import copy
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+from small_models import random_causal_lm
+from transformers import AutoTokenizer
 
 from rftlab.engine.adapter import attach_adapter
 from rftlab.engine.packing import TrainSequence, build_microbatch, pack, pack_sequences
@@ -31,20 +32,14 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+    base = random_causal_lm(
+        len(tokenizer),
         max_position_embeddings=256,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return attach_adapter(AutoModelForCausalLM.from_config(config), rank=4, warm_start=None)
+    return attach_adapter(base, rank=4, warm_start=None)
 
 
 def prompts(tokenizer, questions):
