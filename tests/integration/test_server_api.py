@@ -304,6 +304,8 @@ def test_legacy_aliases_and_short_names_are_accepted(client, ready):
         ({"lossConfig": {"method": "dapo", "klBeta": 0.1}}, "klBeta must be 0/unset when method is DAPO"),
         ({"lossConfig": {"method": "ppo"}}, "lossConfig.method"),
         ({"chunkSize": 20000}, "chunkSize"),
+        ({"evalPasses": ["sampled", "beam"]}, "evalPasses: unknown pass 'beam': must be a non-empty list of"),
+        ({"evalPasses": []}, "evalPasses: must be a non-empty list of sampled and/or greedy"),
         (
             {"trainingConfig": {"baseModel": "tiny-arith", "lorRank": 8}},
             "trainingConfig.lorRank: unknown field",

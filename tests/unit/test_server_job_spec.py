@@ -6,7 +6,7 @@ import pytest
 from rftlab.engine.api import JobFailed
 from rftlab.engine.models import resolve_model_source
 from rftlab.engine.settings import ToolSettings
-from rftlab.fireworks.contract import DEFAULTS
+from rftlab.fireworks.contract import DEFAULT_EVAL_PASSES, DEFAULTS
 from rftlab.paths import ASSETS_DIR
 from rftlab.server.job_spec import engine_settings, settings_for
 from rftlab.server.schemas import JobRequest
@@ -25,6 +25,17 @@ def test_unset_fields_take_the_contracts_defaults():
     assert settings.candidates == 8
     assert settings.chunk_size == 200
     assert settings.eval_auto_carveout is True
+    assert settings.eval_passes == DEFAULT_EVAL_PASSES == ("sampled",)
+
+
+def test_eval_passes_reach_the_settings_and_a_job_stored_without_them_gets_the_default():
+    assert settings_for({"evalPasses": ["greedy"]}).eval_passes == ("greedy",)
+    assert settings_for({"evalPasses": ["greedy", "sampled"]}).eval_passes == ("greedy", "sampled")
+    stored = JobRequest.model_validate(
+        {"dataset": "d", "evaluator": "e", "trainingConfig": {"baseModel": "tiny-arith"}}
+    ).dump()
+    assert "evalPasses" not in stored
+    assert engine_settings(stored).eval_passes == DEFAULT_EVAL_PASSES
 
 
 def test_legacy_aliases_and_enum_spellings_are_accepted():

@@ -104,3 +104,16 @@ def test_output_only_fields_are_ignored_and_unknown_ones_refused():
 def test_wandb_mode_is_an_accepted_local_extension():
     job = JobRequest.model_validate({**BASE, "wandbConfig": {"enabled": True, "mode": "offline"}}).dump()
     assert job["wandbConfig"] == {"enabled": True, "mode": "offline"}
+
+
+def test_eval_passes_are_a_local_extension_checked_by_name():
+    assert parse(evalPasses=["greedy", "sampled"])["evalPasses"] == ["greedy", "sampled"]
+    assert (
+        "evalPasses" not in parse()
+    )  # the default is not echoed: a job copied to Fireworks must not carry it
+    assert "evalPasses: unknown pass 'beam': must be a non-empty list of sampled and/or greedy" in problems(
+        evalPasses=["beam"]
+    )
+    assert "evalPasses: lists a pass twice" in problems(evalPasses=["greedy", "greedy"])
+    assert "evalPasses: must be a non-empty list" in problems(evalPasses=[])
+    assert "evalPasses: Input should be a valid list" in problems(evalPasses="greedy")

@@ -40,6 +40,16 @@ RULES = {
         ["wandb=offline", "backend=fireworks", "backend.account_id=a"],
         ["wandb=offline works with backend=local only"],
     ),
+    "eval passes known": (
+        ["eval_passes=[sampled,beam]"],
+        ['eval_passes=["sampled", "beam"]', "unknown pass 'beam'", "sampled and/or greedy"],
+    ),
+    "eval passes non-empty": (["eval_passes=[]"], ["eval_passes=[]", "must be a non-empty list"]),
+    "eval passes once each": (["eval_passes=[greedy,greedy]"], ["eval_passes=", "lists a pass twice"]),
+    "eval passes on fireworks": (
+        ["eval_passes=[greedy]", "backend=fireworks", "backend.account_id=a"],
+        ["eval_passes=[greedy] works with backend=local only", "drop it (eval_passes=null)"],
+    ),
     "epochs >= 1": (["training.epochs=0"], ["training.epochs=0", "must be at least 1"]),
     "learning rate > 0": (["training.learning_rate=0"], ["training.learning_rate=0", "must be above 0"]),
     "lora rank power of two": (["training.lora_rank=12"], ["training.lora_rank=12", "power of two"]),
@@ -104,6 +114,16 @@ def test_offline_wandb_needs_no_entity_and_no_key(compose_config, tmp_path):
     message = str(caught.value)
     assert "missing: wandb.project" in message
     assert "wandb.entity" not in message and "WANDB_API_KEY" not in message
+
+
+def test_eval_passes_reach_the_request_after_eval_auto_carveout_only_when_set(compose_config, tmp_path):
+    body = build_plan(compose_config(["eval_passes=[greedy,sampled]", "dry_run=true"]), cwd=tmp_path).body
+    assert body["evalPasses"] == ["greedy", "sampled"]
+    assert list(body).index("evalPasses") == list(body).index("evalAutoCarveout") + 1
+    assert build_plan(compose_config(["eval_passes=greedy", "dry_run=true"]), cwd=tmp_path).body[
+        "evalPasses"
+    ] == ["greedy"]
+    assert "evalPasses" not in build_plan(compose_config(["dry_run=true"]), cwd=tmp_path).body
 
 
 def test_every_problem_is_reported_at_once(compose_config, tmp_path):

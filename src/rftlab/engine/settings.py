@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rftlab.fireworks.contract import LossMethod
+from rftlab.fireworks.contract import DEFAULT_EVAL_PASSES, EvalPass, LossMethod
 
 EVALUATOR_TIMEOUT_S = 60.0
 
@@ -64,7 +64,7 @@ class JobSettings:
     """Rows per rollout round; -1 or more than the rows: the whole epoch."""
     eval_auto_carveout: bool
     evaluator_concurrency: int
-    eval_passes: tuple[str, ...] = ("sampled",)
+    eval_passes: tuple[EvalPass, ...] = DEFAULT_EVAL_PASSES
     """Which eval passes measure the eval reward: "sampled" (at the job's temperature) and/or "greedy"."""
     tools: ToolSettings | None = None
     """Set when the job names an MCP server: rollouts are multi-turn and may call its tools."""

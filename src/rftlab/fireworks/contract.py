@@ -83,6 +83,38 @@ class JobDefaults:
 DEFAULTS = JobDefaults()
 
 
+# -- evaluation passes (rftlab's local backend only) ------------------------------------------------------------
+EvalPass = Literal["sampled", "greedy"]
+EVAL_PASSES: dict[str, str] = {
+    "sampled": "one reply per eval row at the job's temperature (eval_reward)",
+    "greedy": "one reply per eval row at temperature 0 (eval_reward_greedy): steadier, not what training samples",
+}
+"""The passes that measure the eval reward, before training and after each epoch: each costs a full round of
+sampling and scoring over the eval rows, so two passes take twice the evaluation time of one."""
+DEFAULT_EVAL_PASSES: tuple[EvalPass, ...] = ("sampled",)
+EVAL_PASSES_RULE = f"a non-empty list of {' and/or '.join(EVAL_PASSES)} without repeats, e.g. [greedy]"
+
+
+def eval_passes(names: Any) -> tuple[EvalPass, ...]:
+    """Checked pass names (a single name counts as a list of one); ValueError saying what is allowed."""
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"must be {EVAL_PASSES_RULE}")
+    unknown = [name for name in names if not isinstance(name, str) or name not in EVAL_PASSES]
+    if unknown:
+        raise ValueError(f"unknown pass {unknown[0]!r}: must be {EVAL_PASSES_RULE}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"lists a pass twice: must be {EVAL_PASSES_RULE}")
+    return tuple(names)
+
+
+# -- status messages -------------------------------------------------------------------------------------------
+WARNING_PREFIX = "warning: "
+"""How a running job's status message that warns (rather than reports progress) begins on rftlab's local backend:
+the launcher prints such a message once while it follows the job."""
+
+
 # -- bounds ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bound:

@@ -33,6 +33,8 @@ def request_body(spec: RunSpec, inputs: InputNames, wandb_api_key: str | None) -
         "evaluator": inputs.evaluator,
         **_present({"evaluationDataset": inputs.evaluation_dataset}),
         "evalAutoCarveout": spec.dataset.eval_auto_carveout,
+        # rftlab's local backend only (validation refuses it elsewhere)
+        **_present({"evalPasses": None if spec.eval_passes is None else list(spec.eval_passes)}),
         "trainingConfig": _present(
             {
                 "baseModel": spec.model.base_model,
@@ -90,6 +92,7 @@ def request_body(spec: RunSpec, inputs: InputNames, wandb_api_key: str | None) -
 FIRECTL_INEXPRESSIBLE = {
     "evaluationDataset": "a separate evaluation dataset",
     "displayName": "a display name",
+    "evalPasses": "the evaluation passes",
 }
 """Request fields that `firectl reinforcement-fine-tuning-job create` has no flag for."""
 
@@ -160,6 +163,8 @@ def summary(spec: RunSpec, job_id: str, url: str, body: dict[str, Any]) -> str:
     training, inference, loss = body["trainingConfig"], body["inferenceParameters"], body["lossConfig"]
     model = training.get("baseModel") or f"warm start from {training.get('warmStartFrom')}"
     evaluation = body.get("evaluationDataset") or ("auto carve-out" if body["evalAutoCarveout"] else "none")
+    if body.get("evalPasses"):
+        evaluation += f", passes {' and '.join(body['evalPasses'])}"
     wandb = body.get("wandbConfig")
     lines = [
         f"job        {job_id}",

@@ -36,6 +36,7 @@ COPIED = (
     ("dataset", "dataset.id"),
     ("evaluationDataset", "dataset.evaluation_dataset"),
     ("evalAutoCarveout", "dataset.eval_auto_carveout"),
+    ("evalPasses", "eval_passes"),
     ("evaluator", "evaluator.id"),
     ("mcpServer", "mcp_server.id"),
     ("nodeCount", "node_count"),

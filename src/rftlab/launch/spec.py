@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from rftlab.fireworks import contract
-from rftlab.fireworks.contract import LossMethod
+from rftlab.fireworks.contract import EvalPass, LossMethod
 
 
 class Section(BaseModel):
@@ -223,6 +223,8 @@ class RunSpec(Section):
     output_model: str | None = None
     display_name: str | None = Field(None, min_length=1, max_length=255)
     mcp_server: McpServerSpec = McpServerSpec()
+    eval_passes: tuple[EvalPass, ...] | None = None
+    """rftlab's local backend only; None: the backend's default (`contract.DEFAULT_EVAL_PASSES`)."""
     max_concurrent_rollouts: int | None = None
     max_concurrent_evaluations: int | None = None
     node_count: int | None = None
@@ -245,6 +247,20 @@ class RunSpec(Section):
                 f"must be a model id ({contract.RESOURCE_ID_RULE}) or accounts/<account>/models/<id>"
             )
         return name
+
+    @field_validator("eval_passes", mode="before")
+    @classmethod
+    def _passes(cls, passes: Any) -> Any:
+        return None if passes is None else contract.eval_passes(passes)
+
+    @model_validator(mode="after")
+    def _eval_passes_are_local(self) -> RunSpec:
+        if self.eval_passes is not None and self.backend.kind != "local":
+            raise ValueError(
+                f"eval_passes=[{','.join(self.eval_passes)}] works with backend=local only (Fireworks measures "
+                "the eval reward its own way): drop it (eval_passes=null) with backend=fireworks"
+            )
+        return self
 
     @model_validator(mode="after")
     def _offline_wandb_is_local(self) -> RunSpec:

@@ -85,6 +85,7 @@ def engine_settings(spec: dict[str, Any], tools: ToolSettings | None = None) -> 
         candidates=inference["responseCandidatesCount"],
         chunk_size=spec["chunkSize"],
         eval_auto_carveout=spec["evalAutoCarveout"],
+        eval_passes=contract.eval_passes(spec.get("evalPasses") or contract.DEFAULT_EVAL_PASSES),
         evaluator_concurrency=min(MAX_EVALUATOR_CONCURRENCY, spec["maxConcurrentEvaluations"]),
         tools=tool_knobs(tools, extra),
     )

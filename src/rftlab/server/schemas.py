@@ -209,6 +209,9 @@ class JobRequest(Camel):
     display_name: DisplayName | None = None
     evaluation_dataset: str | None = None
     eval_auto_carveout: bool = DEFAULTS.eval_auto_carveout
+    eval_passes: list[str] | None = None
+    """rftlab's local backend only: the passes measuring the eval reward (`contract.EVAL_PASSES`); unset: the
+    contract's default, which GET does not echo (a job copied to Fireworks must not carry it)."""
     training_config: TrainingConfig
     inference_parameters: InferenceParameters = Field(default_factory=InferenceParameters)
     loss_config: LossConfig = Field(default_factory=LossConfig)
@@ -245,6 +248,11 @@ class JobRequest(Camel):
                 f"must be {low}..{high}, or -1 to disable chunking (0 = default {DEFAULTS.chunk_size})"
             )
         return size
+
+    @field_validator("eval_passes")
+    @classmethod
+    def _known_passes(cls, passes: list[str] | None) -> list[str] | None:
+        return None if passes is None else list(contract.eval_passes(passes))
 
     @field_validator("dataset", "evaluator")
     @classmethod
