@@ -56,7 +56,8 @@ class JobOutcome:
     """CANCELLED when `Reporter.should_stop()` turned true: the last checkpoint holds everything done so far."""
     message: str = ""
     final_metrics: dict[str, float] = field(default_factory=dict)
-    """Includes `eval_reward_before` and `eval_reward_after` when an eval set exists."""
+    """Includes `eval_reward_before` and `eval_reward_after` when an eval set exists (`eval_reward_greedy_before`
+    and `_after` for the greedy pass, when `eval_passes` names it)."""
 
 
 class Reporter(Protocol):

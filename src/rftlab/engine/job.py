@@ -4,7 +4,7 @@ For each epoch, the training rows are shuffled (seeded) and cut into chunks of `
 one rollout round, read top to bottom in `run_job`: sample K rollouts per row, score them with the evaluator
 (while sampling goes on), turn the scores into group-relative advantages, pack the rollouts into micro-batches
 and update the adapter. A checkpoint follows every chunk. The eval reward (mean score over the eval rows, at the
-job's temperature and greedy) is measured before training and after each epoch.
+job's temperature and/or greedy, as `eval_passes` says) is measured before training and after each epoch.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from rftlab.engine.settings import EVALUATOR_TIMEOUT_S, JobSettings, SamplingPar
 from rftlab.engine.tool_rollout import ToolRollouts
 from rftlab.engine.trainer import StepStats, Trainer
 from rftlab.engine.vllm_sampler import choose_sampler
-from rftlab.fireworks.contract import CANCELLED, COMPLETED, EARLY_STOPPED
+from rftlab.fireworks.contract import CANCELLED, COMPLETED, EARLY_STOPPED, WARNING_PREFIX
 
 EVAL_SEED_OFFSET = 1_000_003
 
@@ -384,6 +384,9 @@ def run_job(inputs: JobInputs, reporter: Reporter) -> JobOutcome:
                 done_chunks = progress.epoch * chunks_per_epoch + progress.chunk
                 save_checkpoint(inputs.checkpoint_dir, done_chunks, model, trainer, progress.__dict__)
                 report_round(reporter, progress, steps, rollouts, eval_rollouts, K, done_chunks, total_chunks)
+                warning = cut_off_warning(rollouts, settings.sampling.max_output_tokens, progress.step)
+                if warning:
+                    reporter.note(warning)
     save_adapter(model, inputs.output_dir)
     return outcome(progress, loaded.notice if loaded.source.kind == "gguf" else "")
 
@@ -416,14 +419,29 @@ def job_rows(inputs: JobInputs) -> tuple[list[Row], list[Row]]:
     return split_rows(inputs.train_rows, inputs.eval_rows, inputs.settings.eval_auto_carveout, inputs.seed)
 
 
+CUT_OFF_FIX = "raise sampling.max_output_tokens (inferenceParameters.maxOutputTokens)"
+
+
+def cut_off_warning(rollouts: list[Rollout], max_output_tokens: int, step: int) -> str:
+    """A warning when more than half of the replies of the round that ended at `step` were cut off at the
+    limit, else ""."""
+    cut = sum(r.finish_reason == "length" for r in rollouts)
+    if cut * 2 <= len(rollouts):
+        return ""
+    return (
+        f"{WARNING_PREFIX}{cut} of {len(rollouts)} replies in the round ending at step {step} hit maxOutputTokens "
+        f"({max_output_tokens}) and were cut off; {CUT_OFF_FIX}"
+    )
+
+
 def outcome(progress: Progress, notice: str = "") -> JobOutcome:
     """The job's end state; its message adds the notice and a warning when most replies were cut off."""
     metrics = final_metrics(progress)
     notes = [notice] if notice else []
     if metrics.get("truncated_replies_frac", 0.0) > 0.5:
         notes.append(
-            f"warning: {metrics['truncated_replies_frac']:.0%} of the replies hit maxOutputTokens and were cut off; "
-            "raise inferenceParameters.maxOutputTokens (sampling.max_output_tokens)"
+            f"{WARNING_PREFIX}{metrics['truncated_replies_frac']:.0%} of the replies hit maxOutputTokens and were "
+            f"cut off; {CUT_OFF_FIX}"
         )
     if progress.stopped_early:
         notes.insert(

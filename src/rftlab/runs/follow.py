@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from rftlab.fireworks.client import ApiError
-from rftlab.fireworks.contract import FAILED, SUCCESSFUL_STATES, TERMINAL_STATES
+from rftlab.fireworks.contract import FAILED, RUNNING, SUCCESSFUL_STATES, TERMINAL_STATES, WARNING_PREFIX
 from rftlab.runs import wandb_link
 from rftlab.runs.connect import Clients
 from rftlab.runs.overrides import run_labels
@@ -40,6 +40,20 @@ def final_metrics(job: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def eval_change(final: dict[str, Any]) -> str:
+    """`before -> after` of the eval reward (the greedy pass's when the job measured only that one), or ""."""
+    for key, label in (("eval_reward", ""), ("eval_reward_greedy", " (greedy)")):
+        if f"{key}_before" in final and f"{key}_after" in final:
+            return f"{final[f'{key}_before']:.3f} -> {final[f'{key}_after']:.3f}{label}"
+    return ""
+
+
+def running_warning(job: dict[str, Any]) -> str:
+    """What a running job's status warns about (replies cut off at maxOutputTokens, ...), or ""."""
+    message = (job.get("status") or {}).get("message") or ""
+    return message if job.get("state") == RUNNING and message.startswith(WARNING_PREFIX) else ""
+
+
 def describe_progress(job: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
     parts = [short_state(job.get("state"))]
     progress = job.get("jobProgress") or {}
@@ -50,9 +64,9 @@ def describe_progress(job: dict[str, Any], metrics: list[dict[str, Any]]) -> str
             parts.append(f"reward {last['reward_mean']:.3f}")
     elif progress.get("epoch") is not None:
         parts.append(f"epoch {progress['epoch']}")
-    final = final_metrics(job)
-    if "eval_reward_before" in final and "eval_reward_after" in final:
-        parts.append(f"eval {final['eval_reward_before']:.3f} -> {final['eval_reward_after']:.3f}")
+    evals = eval_change(final_metrics(job))
+    if evals:
+        parts.append(f"eval {evals}")
     message = (job.get("status") or {}).get("message")
     # a failure's reason, or what a finished job warns about (replies cut off at maxOutputTokens, ...)
     if message and (job.get("state") == FAILED or job.get("state") in SUCCESSFUL_STATES):
@@ -76,9 +90,11 @@ def refresh(record: RunRecord, clients: Clients) -> tuple[dict[str, Any], list[d
 
 
 def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, quiet: bool = False) -> int:
-    """Poll every job until all have ended. Exit status 0 when all completed (or stopped early), else 1."""
+    """Poll every job until all have ended, printing the first warning each shows while it runs. Exit status 0
+    when all completed (or stopped early), else 1."""
     console = Console(file=sys.stderr)
     states: dict[str, str] = {}
+    warned: set[str] = set()
     progress = Progress(
         TextColumn("{task.fields[job]}"),
         BarColumn(),
@@ -109,6 +125,12 @@ def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, q
                 progress.update(
                     tasks[record.job_id], completed=percent, description=describe_progress(job, metrics)
                 )
+                warning = running_warning(job)
+                if warning and record.job_id not in warned and not quiet:
+                    warned.add(record.job_id)
+                    progress.console.print(
+                        f"{record.job_id}: {warning}", markup=False, highlight=False, soft_wrap=True
+                    )
                 if state in TERMINAL_STATES:
                     states[record.job_id] = state
                     pending.remove(record)
@@ -129,12 +151,7 @@ def _status_row(run: RunRecord, clients: Clients | None) -> list[str]:
     progress = job.get("jobProgress") or {}
     step = metrics[-1].get("step", len(metrics)) if metrics else progress.get("step")
     reward = metrics[-1].get("reward_mean") if metrics else None
-    final = final_metrics(job)
-    evals = (
-        f"{final['eval_reward_before']:.3f} -> {final['eval_reward_after']:.3f}"
-        if "eval_reward_before" in final and "eval_reward_after" in final
-        else ""
-    )
+    evals = eval_change(final_metrics(job))
     percent = progress.get("percent")
     return [
         run.job_id,
