@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,11 +17,12 @@ from server_harness import (
     fresh_postgres_database,
     upload_dataset,
 )
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from rftlab.fireworks.contract import CANCELLED, COMPLETED, PENDING, RUNNING, VALIDATING
 from rftlab.server.accounts import account_for_key, create_key
-from rftlab.server.store import ApiKey, Job, JobMetric, Resource, Store
+from rftlab.server.store import ApiKey, Base, Job, JobMetric, JobTransition, Resource, Store, job_transitions
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -172,3 +174,77 @@ def test_the_server_works_against_postgres(tmp_path):
                 "accounts/local/reinforcementFineTuningJobs/on-postgres"
             ]
         assert not (server.state_dir / "rftlab.db").exists()
+
+
+def transitions(store: Store, seq: int) -> list[tuple[str, float, str]]:
+    with store.reading() as session:
+        return [(t.state, t.time, t.message) for t in job_transitions(session, seq)]
+
+
+def test_every_state_a_job_enters_is_recorded_whoever_writes_it(store):
+    seq = new_job(store)
+    with store.session() as session:
+        job = session.get(Job, seq)
+        created = job.create_time
+        job.state, job.status_message, job.update_time = VALIDATING, "validating inputs", 1000.0
+    with store.session() as session:  # a plain UPDATE, as the job worker writes
+        session.execute(
+            update(Job)
+            .where(Job.seq == seq)
+            .values(state=RUNNING, status_message="training", update_time=1001.0)
+        )
+        session.execute(update(Job).where(Job.seq == seq).values(heartbeat_at=1002.0, progress={"step": 1}))
+        session.execute(update(Job).where(Job.seq == seq).values(state=RUNNING, update_time=1003.0))
+    before = time.time()
+    with store.session() as session:  # a writer that leaves update_time alone gets the database's clock
+        session.execute(update(Job).where(Job.seq == seq).values(state=CANCELLED, status_message="cancelled"))
+    after = time.time()
+    history = transitions(store, seq)
+    assert [(state, message) for state, _, message in history] == [
+        (PENDING, ""),
+        (VALIDATING, "validating inputs"),
+        (RUNNING, "training"),
+        (CANCELLED, "cancelled"),
+    ]
+    assert [at for _, at, _ in history[:3]] == [created, 1000.0, 1001.0]
+    assert before - 1 <= history[3][1] <= after + 1
+    other = new_job(store, "other")
+    assert [state for state, _, _ in transitions(store, other)] == [PENDING]
+    with store.session() as session:
+        session.delete(session.get(Job, seq))
+    assert transitions(store, seq) == [] and len(transitions(store, other)) == 1
+
+
+def test_a_database_older_than_the_history_gets_it_with_what_it_knew(database_url):
+    old_tables = [table for table in Base.metadata.sorted_tables if table.name != JobTransition.__tablename__]
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine, tables=old_tables)
+    with engine.begin() as connection:
+        for job_id, state, message in [("queued", PENDING, "queued"), ("done", COMPLETED, "trained")]:
+            connection.execute(
+                insert(Job).values(
+                    account_id="a",
+                    job_id=job_id,
+                    spec={},
+                    state=state,
+                    status_message=message,
+                    create_time=10.0,
+                    update_time=20.0,
+                )
+            )
+    engine.dispose()
+    store = Store(database_url)
+    try:
+        with store.reading() as session:
+            seqs = dict(session.execute(select(Job.job_id, Job.seq)).all())
+        assert transitions(store, seqs["queued"]) == [(PENDING, 20.0, "queued")]
+        done = transitions(store, seqs["done"])
+        assert [(state, at) for state, at, _ in done] == [(PENDING, 10.0), (COMPLETED, 20.0)]
+        assert "not recorded" in done[0][2] and done[1][2] == "trained"
+        with store.session() as session:  # and records from now on
+            session.execute(
+                update(Job).where(Job.seq == seqs["queued"]).values(state=RUNNING, update_time=30.0)
+            )
+        assert transitions(store, seqs["queued"])[-1] == (RUNNING, 30.0, "queued")
+    finally:
+        store.dispose()

@@ -1,4 +1,5 @@
-"""reinforcementFineTuningJobs: create, get, list, delete, `:cancel`, `:resume`, and the per-step metrics."""
+"""reinforcementFineTuningJobs: create, get, list, delete, `:cancel`, `:resume`, and two routes of rftlab's own
+beside a job: its per-step metrics and its state history."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from rftlab.server.limits import flag
 from rftlab.server.resource_routes import refuse_filter
 from rftlab.server.scheduler import kill_worker
 from rftlab.server.schemas import JobRequest, check_resource_id
-from rftlab.server.store import Job, JobMetric, find_resource
+from rftlab.server.store import Job, JobMetric, find_resource, job_transitions
 from rftlab.server.unimplemented import refuse_custom_method
 
 router = APIRouter(prefix="/v1/accounts/{account_id}/reinforcementFineTuningJobs")
@@ -223,6 +224,19 @@ def job_metrics(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
         job = _job(session, account_id, job_id)
         rows = session.scalars(select(JobMetric).where(JobMetric.job_seq == job.seq).order_by(JobMetric.step))
         return {"metrics": [row.metrics for row in rows]}
+
+
+@router.get("/{job_id}/stateHistory")
+def job_state_history(job_id: str, account_id: AccountId, ctx: Ctx) -> dict:
+    """Every state the job entered, oldest first, with its time and status message then."""
+    with ctx.store.reading() as session:
+        job = _job(session, account_id, job_id)
+        return {
+            "stateHistory": [
+                {"state": entry.state, "time": rfc3339(entry.time), "message": entry.message}
+                for entry in job_transitions(session, job.seq)
+            ]
+        }
 
 
 @router.delete("/{job_id}")

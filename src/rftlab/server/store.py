@@ -4,6 +4,8 @@ SQLite (the default) runs in WAL mode with a busy timeout. Writing transactions 
 concurrent request threads and worker processes queue for the write lock instead of failing on a stale snapshot;
 read-only ones (`Store.reading`) use a plain deferred BEGIN on a second engine and never wait for writers.
 PostgreSQL works through the same code (`postgresql+psycopg://...`).
+
+Tables missing from an existing database are created at start (`create_all`); that is how the schema grows.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from sqlalchemy import (
     event,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from rftlab.fireworks.contract import PENDING
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 DATABASE_URL_ENV = "RFTLAB_DATABASE_URL"
@@ -102,6 +106,89 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     interruptions: Mapped[int] = mapped_column(Integer, default=0)
     """Worker deaths (SIGKILL, server crash) recovered from so far."""
+
+
+class JobTransition(Base):
+    """One state a job entered: when, and its status message then. Written by the database itself (triggers on
+    `rft_jobs`, see `TRANSITION_TRIGGERS`), so every writer of a job's state is recorded, ORM or plain UPDATE,
+    server or worker process."""
+
+    __tablename__ = "rft_job_transitions"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    """Order of the transitions (of one job: the order its row was written in)."""
+    job_seq: Mapped[int] = mapped_column(ForeignKey("rft_jobs.seq", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(32))
+    time: Mapped[float] = mapped_column(Float)
+    """The job's `create_time` for its first state, then the `update_time` written with each new state (the
+    database's clock if a writer left it unchanged)."""
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+_NOW_SQLITE = "(julianday('now') - 2440587.5) * 86400.0"
+TRANSITION_TRIGGERS = {
+    "sqlite": [
+        """CREATE TRIGGER rft_job_created AFTER INSERT ON rft_jobs BEGIN
+            INSERT INTO rft_job_transitions (job_seq, state, time, message)
+            VALUES (NEW.seq, NEW.state, NEW.create_time, NEW.status_message);
+        END""",
+        f"""CREATE TRIGGER rft_job_state_changed AFTER UPDATE OF state ON rft_jobs
+        WHEN NEW.state IS NOT OLD.state BEGIN
+            INSERT INTO rft_job_transitions (job_seq, state, time, message)
+            VALUES (NEW.seq, NEW.state,
+                    CASE WHEN NEW.update_time IS OLD.update_time THEN {_NOW_SQLITE} ELSE NEW.update_time END,
+                    NEW.status_message);
+        END""",
+    ],
+    "postgresql": [
+        """CREATE OR REPLACE FUNCTION rft_job_record_transition() RETURNS trigger AS $$
+        DECLARE entered double precision;
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                entered := NEW.create_time;
+            ELSIF NEW.state IS NOT DISTINCT FROM OLD.state THEN
+                RETURN NULL;
+            ELSIF NEW.update_time IS DISTINCT FROM OLD.update_time THEN
+                entered := NEW.update_time;
+            ELSE
+                entered := extract(epoch FROM clock_timestamp());
+            END IF;
+            INSERT INTO rft_job_transitions (job_seq, state, time, message)
+            VALUES (NEW.seq, NEW.state, entered, NEW.status_message);
+            RETURN NULL;
+        END $$ LANGUAGE plpgsql""",
+        """CREATE TRIGGER rft_job_state_changed AFTER INSERT OR UPDATE OF state ON rft_jobs
+        FOR EACH ROW EXECUTE FUNCTION rft_job_record_transition()""",
+    ],
+}
+"""The database records a job's state on insert and on every change of it."""
+BACKFILL_TRANSITIONS = [
+    # jobs of a database older than the table: their creation (every job is queued first) and their state now
+    f"""INSERT INTO rft_job_transitions (job_seq, state, time, message)
+    SELECT seq, '{PENDING}', create_time, 'queued (the states between this and the next were not recorded)'
+    FROM rft_jobs WHERE state <> '{PENDING}' ORDER BY seq""",
+    """INSERT INTO rft_job_transitions (job_seq, state, time, message)
+    SELECT seq, state, update_time, status_message FROM rft_jobs ORDER BY seq""",
+]
+
+
+@event.listens_for(JobTransition.__table__, "after_create")
+def _record_transitions(_table: Any, connection: Connection, **_kw: Any) -> None:
+    dialect = connection.dialect.name
+    if dialect not in TRANSITION_TRIGGERS:
+        raise ValueError(
+            f"the store supports sqlite and postgresql databases, not {dialect}: "
+            "use sqlite:///PATH or postgresql+psycopg://..."
+        )
+    for statement in BACKFILL_TRANSITIONS + TRANSITION_TRIGGERS[dialect]:
+        connection.exec_driver_sql(statement)
+
+
+def job_transitions(session: Session, job_seq: int) -> list[JobTransition]:
+    return list(
+        session.scalars(
+            select(JobTransition).where(JobTransition.job_seq == job_seq).order_by(JobTransition.seq)
+        )
+    )
 
 
 class JobMetric(Base):
