@@ -84,12 +84,16 @@ def test_job_resources_are_derived_from_the_job_and_overridable():
     tiny = {"trainingConfig": {"baseModel": "tiny-arith"}, "nodeCount": 1}
     hub = {"trainingConfig": {"baseModel": "accounts/fireworks/models/qwen3-8b"}, "nodeCount": 3}
     assert JobResources.of(tiny, ResourceOverrides()) == JobResources(1.0, 0.0, None, 1)
-    assert JobResources.of(tiny, ResourceOverrides()).total() == {"CPU": 1.0}
+    assert JobResources.of(tiny, ResourceOverrides()).worker_needs() == {"CPU": 1.0}
     derived = JobResources.of(hub, ResourceOverrides())
     assert (derived.gpus, derived.rollout_workers) == (1.0, 3)
-    assert derived.total() == {"CPU": 4.0, "GPU": 4.0}  # the worker, and three rollout workers of its size
+    assert derived.worker_needs() == {"CPU": 1.0, "GPU": 1.0}
+    assert derived.rollout_worker_needs() == {"CPU": 1.0, "GPU": 1.0}  # three of them
     chosen = JobResources.of(hub, ResourceOverrides(cpus=4.0, gpus=0.0, memory_gb=2.0))
-    assert chosen.total() == {"CPU": 7.0, "memory": 2.0 * 2**30}
+    assert chosen.worker_needs() == {"CPU": 4.0, "memory": 2.0 * 2**30}
+    assert chosen.rollout_worker_needs() == {"CPU": 1.0}
+    half = JobResources.of(tiny, ResourceOverrides(gpus=0.5))
+    assert half.rollout_worker_needs() == {"CPU": 1.0, "GPU": 1.0}  # a worker on a GPU gives each a whole one
 
 
 @pytest.mark.parametrize("prompts", [1, 7, 16, 64, 100, 512, 1000])

@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session
 from rftlab.engine.rollout_workers import RAY_ADDRESS_ENV, ROLLOUT_WORKERS_ENV, WORKER_CPUS
 from rftlab.server.capped_log import capped_log_pipe
 from rftlab.server.job_storage import LogCopy
+from rftlab.server.placement import Amounts, add, describe, largest_room, node_room, place
+from rftlab.server.ray_view import cluster_view
 from rftlab.server.storage import Storage, storage_credentials
 from rftlab.server.store import Job, ServerSetting, Store
 
@@ -128,13 +130,20 @@ class JobResources:
             rollout_workers=max(1, int(spec.get("nodeCount") or 1)),
         )
 
-    def total(self) -> dict[str, float]:
-        """What the job occupies on the cluster: its worker, plus its rollout workers when they are actors."""
-        actors = self.rollout_workers if self.rollout_workers > 1 else 0
-        needs = {"CPU": self.cpus + actors * WORKER_CPUS, "GPU": self.gpus * (1 + actors)}
-        if self.memory_bytes:
-            needs["memory"] = float(self.memory_bytes)
+    @property
+    def rollout_actors(self) -> int:
+        """Rollout workers that are actors of their own (none when the job's worker samples itself)."""
+        return self.rollout_workers if self.rollout_workers > 1 else 0
+
+    def worker_needs(self) -> Amounts:
+        """What the job's worker actor needs on its node."""
+        needs = {"CPU": self.cpus, "GPU": self.gpus, "memory": float(self.memory_bytes or 0)}
         return {name: amount for name, amount in needs.items() if amount}
+
+    def rollout_worker_needs(self) -> Amounts:
+        """What each rollout-worker actor needs on its node: a CPU, and a whole GPU when the job's worker has one
+        (the engine's `rollout_sampler`)."""
+        return {"CPU": WORKER_CPUS, **({"GPU": 1.0} if self.gpus else {})}
 
 
 def connect_ray(address: str) -> Any:
@@ -162,8 +171,10 @@ class RayExecutor:
         self.storage = storage or Storage()
         """With a storage URL, each worker keeps its files in its node's cache and its log is copied there."""
         self._actor_class: Any = None
-        self._holding: list[tuple[RayWorker, dict[str, float]]] = []
-        """The workers started here that still run, with all their jobs hold (rollout workers included)."""
+        self._holding: list[tuple[RayWorker, JobResources]] = []
+        """The workers started here that still run, with what their jobs need."""
+        self._driver_pids: dict[str, int] = {}
+        """Ray job id -> pid of its driver (a job worker connected to the cluster): the owners of rollout workers."""
 
     def _connect(self) -> Any:
         ray = connect_ray(self.address)
@@ -172,23 +183,37 @@ class RayExecutor:
         return ray
 
     def waiting_for(self, job: Job) -> str | None:
-        """Room both in the cluster's own view (which lags new actors by a moment, and misses rollout workers a
-        job has not started yet) and after what this server's running jobs hold or will hold."""
+        """Room on one node for the job's worker and on any nodes for its rollout workers. Ray's view of each node
+        lags the actors placed a moment ago and knows nothing of the rollout workers a running job has yet to
+        start: so each node's room is also counted after what this server's running jobs hold on it, and their
+        rollout workers not started yet have their room set aside first."""
         ray = self._connect()
-        self._holding = [(worker, held) for worker, held in self._holding if worker.returncode is None]
-        total, available = ray.cluster_resources(), ray.available_resources()
-        needs = JobResources.of(job.spec, self.overrides).total()
-        short = []
-        for name, amount in needs.items():
-            held = sum(holds.get(name, 0.0) for _, holds in self._holding)
-            free = min(available.get(name, 0.0), total.get(name, 0.0) - held)
-            if free < amount:
-                short.append(f"{amount:g} {name} ({max(0.0, free):g} free of {total.get(name, 0.0):g})")
-        if not short:
+        self._holding = [(worker, needs) for worker, needs in self._holding if worker.returncode is None]
+        owners = {(worker.pid, worker.node) for worker, needs in self._holding if needs.rollout_actors}
+        view = cluster_view(ray, self._driver_pids, owners)
+        held: dict[str, Amounts] = {}
+        reserved: list[Amounts] = []
+        for worker, needs in self._holding:
+            add(held, worker.node, needs.worker_needs())
+            rollout_nodes = view.rollout_workers.get((worker.pid, worker.node), [])
+            for node in rollout_nodes[: needs.rollout_actors]:
+                add(held, node, needs.rollout_worker_needs())
+            reserved += [needs.rollout_worker_needs()] * max(0, needs.rollout_actors - len(rollout_nodes))
+        room = node_room(view.available, view.total, held)
+        needs = JobResources.of(job.spec, self.overrides)
+        worker, rollout_worker = needs.worker_needs(), needs.rollout_worker_needs()
+        if place(room, worker, rollout_worker, needs.rollout_actors, reserved) is not None:
             return None
+        wanted = f"{describe(worker)} on one node for its worker"
+        if needs.rollout_actors:
+            wanted += (
+                f" and {needs.rollout_actors} rollout workers of {describe(rollout_worker)} on any nodes"
+            )
+        names = [name for name in ("CPU", "GPU", "memory") if name in worker or name in rollout_worker]
         return (
-            f"queued: waiting for room on the Ray cluster, it needs {', '.join(short)}; jobs ahead of it or "
-            "running hold the rest (--job-cpus/--job-gpus/--job-memory-gb and nodeCount set what a job needs)"
+            f"queued: waiting for room on the Ray cluster: it needs {wanted}; the most free on one node is "
+            f"{describe(largest_room(room, reserved, names))} (of {len(room)} nodes, after what running jobs hold "
+            "or will hold; --job-cpus/--job-gpus/--job-memory-gb and nodeCount set what a job needs)"
         )
 
     def start(self, job: Job, argv: list[str], env: dict[str, str], log_path: Path) -> RayWorker:
@@ -215,7 +240,7 @@ class RayExecutor:
             ray.kill(actor, no_restart=True)
             raise
         worker = RayWorker(ray, actor, pid, node)
-        self._holding.append((worker, resources.total()))
+        self._holding.append((worker, resources))
         return worker
 
 
