@@ -292,6 +292,29 @@ def test_a_timeout_kills_the_command_and_says_so(tmp_path):
     assert time.monotonic() - started < 10
 
 
+def test_a_command_that_closes_its_output_still_ends_at_its_timeout(tmp_path):
+    started = time.monotonic()
+    # Unconfined, so that no launcher holds the pipe open: the reader sees the end of the output first.
+    finished = python("import os, time; os.close(1); os.close(2); time.sleep(60)", None, tmp_path, 1)
+    assert (finished.returncode, finished.stopped) == (None, "took longer than 1 s")
+    assert time.monotonic() - started < 10
+
+
+def test_a_watch_stops_the_command_with_its_reason(tmp_path):
+    script = "import time; open('grown', 'w').write('x'); time.sleep(60)"
+    started = time.monotonic()
+    finished = sandbox.run(
+        [sys.executable, "-I", "-c", script],
+        SandboxPolicy(read_write=(tmp_path,)),
+        cwd=tmp_path,
+        timeout_s=30,
+        watch=lambda: "it grew" if (tmp_path / "grown").exists() else None,
+        watch_interval_s=0.1,
+    )
+    assert (finished.returncode, finished.stopped) == (None, "it grew")
+    assert time.monotonic() - started < 10
+
+
 def test_output_is_kept_to_its_tail(tmp_path):
     script = "import sys; sys.stdout.write('x' * 1_000_000 + '\\nlast line\\n')"
     finished = sandbox.run(

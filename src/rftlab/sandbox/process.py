@@ -12,9 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from rftlab.sandbox.host import ENTER_SCRIPT, require_sandbox
 from rftlab.sandbox.policy import SandboxPolicy
@@ -105,10 +106,12 @@ def start(
 @dataclass(frozen=True)
 class Finished:
     returncode: int | None
-    """None when the command was killed at its timeout."""
+    """None when the command was killed before it ended: see `stopped`."""
     output: str
     """Its stdout and stderr together, only the last `output_limit` bytes when there were more."""
     dropped_bytes: int
+    stopped: str | None = None
+    """Why it was killed: its timeout, or what `watch` said."""
 
 
 def run(
@@ -119,8 +122,12 @@ def run(
     timeout_s: float,
     output_limit: int = 64 << 10,
     allow_unsandboxed: bool | None = None,
+    watch: Callable[[], str | None] | None = None,
+    watch_interval_s: float = 1.0,
 ) -> Finished:
-    """Run to the end (or kill at `timeout_s`), keeping only the tail of what it prints."""
+    """Run to the end (or kill at `timeout_s`), keeping only the tail of what it prints. `watch`, called about
+    every `watch_interval_s` while the command runs, kills it by returning the reason (for example a folder that
+    grew past its bound)."""
     process = start(
         command,
         policy,
@@ -129,30 +136,53 @@ def run(
         stderr=subprocess.STDOUT,
         allow_unsandboxed=allow_unsandboxed,
     )
-    deadline = time.monotonic() + timeout_s
-    tail, dropped = _read_tail(process.popen.stdout, deadline, output_limit)
-    timed_out = not _exited_within(process.popen, max(0.0, deadline - time.monotonic()))
-    process.kill()
-    returncode = None if timed_out else process.popen.returncode
-    return Finished(returncode, tail.decode(errors="replace"), dropped)
+    try:
+        tail, dropped, stopped = _follow(
+            process.popen, time.monotonic() + timeout_s, output_limit, watch, watch_interval_s
+        )
+        if stopped is None and process.popen.poll() is None:
+            stopped = f"took longer than {timeout_s:g} s"
+    finally:
+        process.kill()
+    returncode = None if stopped else process.popen.returncode
+    return Finished(returncode, tail.decode(errors="replace"), dropped, stopped)
 
 
-def _read_tail(stream: IO[bytes], deadline: float, limit: int) -> tuple[bytes, int]:
-    """Read until end of file or the deadline; keep the last `limit` bytes and count the rest."""
-    tail, dropped = b"", 0
+def _follow(
+    popen: subprocess.Popen,
+    deadline: float,
+    limit: int,
+    watch: Callable[[], str | None] | None,
+    interval_s: float,
+) -> tuple[bytes, int, str | None]:
+    """Read its output until it exits or the deadline passes, keeping the last `limit` bytes and counting the rest,
+    and ask `watch` every `interval_s`; the reason `watch` gave, if it gave one."""
+    tail, dropped, open_stream = b"", 0, popen.stdout
+    next_watch = time.monotonic() + interval_s
     with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
+        selector.register(open_stream, selectors.EVENT_READ)
         while (left := deadline - time.monotonic()) > 0:
-            if not selector.select(left):
+            wait = min(left, max(0.0, next_watch - time.monotonic())) if watch else left
+            if open_stream is not None:
+                if selector.select(wait):
+                    data = os.read(open_stream.fileno(), 1 << 16)
+                    if data:
+                        tail += data
+                        if len(tail) > limit:
+                            dropped += len(tail) - limit
+                            tail = tail[-limit:]
+                    else:  # it closed its output; it may still be running
+                        selector.unregister(open_stream)
+                        open_stream = None
+            elif _exited_within(popen, wait):
                 break
-            data = os.read(stream.fileno(), 1 << 16)
-            if not data:
+            if open_stream is None and popen.poll() is not None:
                 break
-            tail += data
-            if len(tail) > limit:
-                dropped += len(tail) - limit
-                tail = tail[-limit:]
-    return tail, dropped
+            if watch and time.monotonic() >= next_watch:
+                if (reason := watch()) is not None:
+                    return tail, dropped, reason
+                next_watch = time.monotonic() + interval_s
+    return tail, dropped, None
 
 
 def _exited_within(popen: subprocess.Popen, seconds: float) -> bool:
