@@ -64,9 +64,9 @@ def build_log(client: httpx.Client, evaluator_id: str) -> str:
 @pytest.mark.parametrize(
     ("line", "complaint"),
     [
-        ("-e .", "requirements.txt line 2: '-e .': pip options are not supported"),
+        ("-e .", "requirements.txt line 2: '-e .': editable installs (-e) point at a local folder"),
         ("--index-url https://example.com/simple", "pip options are not supported"),
-        ("pkg @ file:///etc/passwd", "only https:// URLs can be installed"),
+        ("pkg @ file:///etc/passwd", "local paths cannot be installed"),
         ("not a requirement!", "requirements.txt line 2: 'not a requirement!' is not a package requirement"),
     ],
 )

@@ -1,9 +1,9 @@
 """Evaluators: create (`evaluatorsV2` and the legacy `evaluators`) with inline code or an uploaded .py / tar.gz,
 the build, get, list, delete, and the build log.
 
-A build (unpack, install requirements.txt into the evaluator's environment, import the entry) runs in a small pool
-of build threads, off the request path: the evaluator is BUILDING until it ends ACTIVE or BUILD_FAILED with the
-error. The request that starts a build waits up to `QUICK_BUILD_WAIT_S` for it, so a plain evaluator file (an
+A build (unpack, install requirements.txt into the evaluator's environment, import the entry) runs off the request
+path on one of `MAX_PARALLEL_BUILDS` build threads, the others queued in order: the evaluator is BUILDING (its status
+says "queued" until a thread takes it) until it ends ACTIVE or BUILD_FAILED with the error. The request that starts a build waits up to `QUICK_BUILD_WAIT_S` for it, so a plain evaluator file (an
 import check of about a second) comes back ACTIVE at once; one whose requirements must be installed answers
 BUILDING and is polled, as on Fireworks. Each build writes a log (`:getBuildLogEndpoint` hands out its URL).
 """
@@ -33,6 +33,7 @@ from rftlab.server.api_common import (
     now,
     parse_body,
 )
+from rftlab.server.build_queue import BuildQueue
 from rftlab.server.errors import ApiError, failed_precondition, not_found
 from rftlab.server.evaluator_build import (
     BuildError,
@@ -41,7 +42,7 @@ from rftlab.server.evaluator_build import (
     resolve_entry,
     write_inline_files,
 )
-from rftlab.server.evaluator_env import ensure_environment, read_requirements
+from rftlab.server.evaluator_env import InstallSettings, ensure_environment, read_requirements
 from rftlab.server.resource_routes import STATEFUL_ORDER_COLUMNS, add_list_get_delete, render
 from rftlab.server.schemas import EvaluatorCreate, check_resource_id
 from rftlab.server.server_key import server_fernet
@@ -55,10 +56,11 @@ AWAITING_UPLOAD = (
 )
 BUILDING_MESSAGE = "building: installing requirements.txt and importing the entry point"
 MAX_PARALLEL_BUILDS = 2
+QUEUED_MESSAGE = f"queued: waiting for a build slot (at most {MAX_PARALLEL_BUILDS} evaluators build at once, in upload order)"
 QUICK_BUILD_WAIT_S = 10.0
 BUILD_LOG_URL_TTL_S = 3600
 
-_build_slots = threading.BoundedSemaphore(MAX_PARALLEL_BUILDS)
+_builds = BuildQueue(MAX_PARALLEL_BUILDS)
 _in_flight: set[tuple[str, str]] = set()
 _in_flight_lock = threading.Lock()
 
@@ -175,7 +177,7 @@ def fail_interrupted_builds(ctx: ServerContext) -> None:
             select(Resource).where(Resource.kind == KIND, Resource.state == "BUILDING")
         )
         for resource in building:
-            if resource.body.get("status", {}).get("message") == BUILDING_MESSAGE:
+            if resource.body.get("status", {}).get("message") in (QUEUED_MESSAGE, BUILDING_MESSAGE):
                 _set_state(resource, "the server restarted during the build; upload the evaluator again")
 
 
@@ -191,21 +193,20 @@ def _start_build(
     with _in_flight_lock:
         _in_flight.add(key)
     with ctx.store.session() as session:
-        _set_state(get_resource(session, account_id, KIND, evaluator_id), None, state="BUILDING")
-    done = threading.Event()
+        _set_state(get_resource(session, account_id, KIND, evaluator_id), None, state="BUILDING", queued=True)
 
     def run() -> None:
         try:
-            with _build_slots:
-                _build(ctx, account_id, evaluator_id, unpack, entry_file, entry_func)
+            with ctx.store.session() as session:
+                _set_state(get_resource(session, account_id, KIND, evaluator_id), None, state="BUILDING")
+            _build(ctx, account_id, evaluator_id, unpack, entry_file, entry_func)
+        except ApiError:  # deleted while it was queued
+            pass
         finally:
             with _in_flight_lock:
                 _in_flight.discard(key)
-            done.set()
 
-    # A daemon thread: stopping the server does not wait for an install; the restart marks the build failed.
-    threading.Thread(target=run, name=f"evaluator-build-{evaluator_id}", daemon=True).start()
-    done.wait(QUICK_BUILD_WAIT_S)
+    _builds.submit(run).wait(QUICK_BUILD_WAIT_S)
     with ctx.store.reading() as session:
         return render(get_resource(session, account_id, KIND, evaluator_id))
 
@@ -236,7 +237,7 @@ def _build(
             if body.get("requirements") and not (code_dir / "requirements.txt").exists():
                 (code_dir / "requirements.txt").write_text(body["requirements"])
             requirements = read_requirements(code_dir)
-            python = ensure_environment(ctx.layout.root, requirements, log)
+            python = ensure_environment(ctx.layout.root, requirements, log, install_settings(ctx))
             entry = resolve_entry(code_dir, entry_file, entry_func, body.get("entryPoint"))
             log(f"importing {entry.entry_file} and looking up {entry.entry_func}")
             check_entry(code_dir, entry, python=python)
@@ -260,12 +261,22 @@ def _build(
             pass
 
 
-def _set_state(resource: Resource, error: str | None, *, state: str = "", entry_point: str = "") -> None:
+def install_settings(ctx: ServerContext) -> InstallSettings:
+    return InstallSettings(
+        timeout_s=ctx.limits.evaluator_install_minutes * 60,
+        max_bytes=ctx.limits.evaluator_env_bytes,
+        allow_sdists=ctx.limits.evaluator_sdists,
+    )
+
+
+def _set_state(
+    resource: Resource, error: str | None, *, state: str = "", entry_point: str = "", queued: bool = False
+) -> None:
     resource.state = state or ("BUILD_FAILED" if error else "ACTIVE")
     resource.update_time = now()
     body = {**resource.body, "state": resource.state}
     if resource.state == "BUILDING":
-        body["status"] = {"code": "OK", "message": BUILDING_MESSAGE}
+        body["status"] = {"code": "OK", "message": QUEUED_MESSAGE if queued else BUILDING_MESSAGE}
     elif error:
         body["status"] = {"code": "INVALID_ARGUMENT", "message": error}
     else:

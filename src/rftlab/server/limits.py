@@ -35,6 +35,17 @@ class ServerLimits:
     max_running_jobs_per_account: int = _limit(
         0, "jobs of one account trained at once (0: up to --max-running-jobs)"
     )
+    evaluator_install_minutes: float = _limit(
+        10.0, "time installing one evaluator environment's requirements.txt may take, minutes"
+    )
+    evaluator_env_mb: float = _limit(
+        8192.0, "disk one evaluator environment may take while it installs (its downloads included), MB"
+    )
+    evaluator_sdists: bool = _limit(
+        False,
+        "also build evaluator requirements that publish no wheel from source: their setup code then runs, in "
+        "the evaluator sandbox with network",
+    )
 
     @property
     def request_bytes(self) -> int:
@@ -64,6 +75,10 @@ class ServerLimits:
     def worker_log_bytes(self) -> int:
         return int(self.worker_log_mb * MB)
 
+    @property
+    def evaluator_env_bytes(self) -> int:
+        return int(self.evaluator_env_mb * MB)
+
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -72,6 +87,9 @@ def flag(name: str) -> str:
 def add_limit_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("limits")
     for spec in fields(ServerLimits):
+        if isinstance(spec.default, bool):
+            group.add_argument(flag(spec.name), action="store_true", help=spec.metadata["help"])
+            continue
         group.add_argument(
             flag(spec.name),
             type=type(spec.default),
@@ -84,6 +102,8 @@ def limits_from(args: argparse.Namespace) -> ServerLimits:
     """The limits the parsed flags ask for; ValueError naming the flag of a value out of range."""
     values = {spec.name: getattr(args, spec.name) for spec in fields(ServerLimits)}
     for name, value in values.items():
+        if isinstance(value, bool):
+            continue
         if value < 0 or (value == 0 and name != "max_running_jobs_per_account"):
             raise ValueError(f"{flag(name)} must be above 0 (got {value:g})")
     return ServerLimits(**values)
