@@ -68,15 +68,23 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Activation checkpointing without reentrant autograd, under the name the installed transformers has:
+    `gradient_checkpointing_enable` is a deprecated alias from transformers 5 on (a FutureWarning in every job log)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class Trainer:
     def __init__(self, model: PeftModel, settings: TrainingSettings, temperature: float, planned_steps: int):
         self.model, self.settings, self.temperature = model, settings, temperature
         if model.get_base_model().num_parameters() >= CHECKPOINTED_FROM_PARAMETERS:
             # each decoder layer keeps its input only and recomputes the rest in the backward pass: a third more
             # update compute for a fraction of the activations (a 135M model's update fell from 3.6 to 2.1 GB)
-            model.get_base_model().gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            checkpoint_activations(model.get_base_model())
         self.attends_per_sequence = model.config._attn_implementation.startswith("flash_attention")
         """Micro-batches lay out every sequence alone for a variable-length attention kernel (the micro-batch
         then needs no L x L mask), else groups share their prompt under a mask."""
