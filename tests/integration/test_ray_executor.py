@@ -1,6 +1,7 @@
 """`rftlab serve --executor ray` on a real multi-node Ray cluster on this machine (Ray's own test cluster: one head
 without CPUs and one-CPU worker nodes, every process on 127.0.0.1): a sweep spreads over the nodes, a job whose
-node dies resumes on another, and a job with two rollout workers trains exactly as with one."""
+node dies resumes on another, a job with two rollout workers trains exactly as with one, and with a storage URL a
+job runs from a bucket, not the server's state dir, and resumes on another node from the checkpoint stored there."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from server_harness import (
     LocalServer,
     add_training_inputs,
     arithmetic_jsonl,
+    create_evaluator,
     create_job,
     finished,
     job_metrics,
@@ -25,6 +27,8 @@ from server_harness import (
     upload_dataset,
     wait_for,
 )
+
+from rftlab.server.storage import FOLDER_MANIFEST
 
 pytestmark = pytest.mark.slow
 ray_cluster_utils = pytest.importorskip(
@@ -243,3 +247,98 @@ def test_rollout_workers_sample_with_the_current_weights_only(cluster) -> None:
         workers.close()
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def bucket_server(cluster, tmp_path: Path) -> Iterator[tuple[LocalServer, Path]]:
+    """A Ray server whose job files live in a bucket (`--storage-url file://...`), not in its state dir."""
+    bucket = tmp_path / "bucket"
+    env = {
+        **LOOPBACK_ENV,
+        "RFTLAB_EXECUTOR": "ray",
+        "RAY_ADDRESS": cluster.address,
+        "RAY_TMPDIR": os.environ["RAY_TMPDIR"],
+        "RFTLAB_STORAGE_URL": f"file://{bucket}",
+    }
+    with LocalServer.under(tmp_path / "server", max_running_jobs=100, extra_env=env) as server:
+        yield server, bucket
+
+
+def node_cache(node_id: str) -> Path:
+    """Where a node of this cluster keeps its copy of the bucket (no RFTLAB_CACHE_DIR here: a temp folder)."""
+    return Path(tempfile.gettempdir()) / f"rftlab-cache-{node_id[:16]}"
+
+
+def test_with_a_storage_url_a_job_runs_from_the_bucket_and_resumes_from_it_on_another_node(
+    cluster, bucket_server: tuple[LocalServer, Path]
+) -> None:
+    server, bucket = bucket_server
+    url = f"file://{bucket}"
+    job_files = bucket / "accounts/local/jobs/stored"
+    body = small_job("accounts/local/datasets/rows", "accounts/local/evaluators/exact", chunkSize=4)
+    with server.client() as client:
+        assert upload_dataset(client, "local", "rows", arithmetic_jsonl(24)).status_code == 200
+        create_evaluator(client, "local", "exact")
+        assert (bucket / "accounts/local/datasets/rows/data.jsonl").read_bytes() == arithmetic_jsonl(24)
+        assert (bucket / "accounts/local/evaluators/exact/code/exact_match.py").is_file()
+        create_job(client, "local", "stored", body)
+        wait_for(
+            lambda: (
+                len(job_metrics(client, "local", "stored")) >= 2
+                and list(job_files.glob(f"checkpoints/step-*/{FOLDER_MANIFEST}"))
+            ),
+            "two steps and a completely stored checkpoint",
+            300,
+        )
+        (first_node,) = NODE_LINE.findall((job_files / "worker.log").read_text())
+        before = rewards(client, "stored")
+        victim = next(node for node in cluster.list_all_nodes() if node.node_id == first_node)
+        cluster.remove_node(victim, allow_graceful=False)
+        job = wait_for(lambda: finished(client, "local", "stored"), "the job to finish", 600)
+        after = rewards(client, "stored")
+        steps = sorted(m["step"] for m in job_metrics(client, "local", "stored"))
+        shown = [
+            client.get(path).json()
+            for path in (
+                "/v1/accounts/local/reinforcementFineTuningJobs/stored",
+                "/v1/accounts/local/models/stored",
+                "/v1/accounts/local/datasets/rows",
+                "/v1/accounts/local/evaluators/exact",
+            )
+        ]
+    cluster.add_node(num_cpus=1)  # the next tests get two worker nodes again
+    log_file = job_files / "worker.log"
+    try:
+        assert job["state"] == "JOB_STATE_COMPLETED", (job, log_file.read_text()[-3000:])
+        # a node copies the log every few seconds and once more when the worker ends
+        log = wait_for(
+            lambda: (
+                (text := log_file.read_text()).count("job worker starting") == 2
+                and "resuming from checkpoint" in text
+                and text
+            ),
+            "the second start's log in the bucket",
+            30,
+        )
+        nodes = NODE_LINE.findall(log)
+        assert len(nodes) == 2 and nodes[1] != first_node, nodes
+        assert steps == list(range(1, int(json.loads(job["outputMetrics"])["steps"]) + 1))  # each step once
+        assert after[: len(before)] == before
+        assert re.search(
+            rf"resuming from checkpoint step-\d+, fetched from {re.escape(url)}/accounts/local/jobs/stored",
+            log,
+        )
+        (checkpoint,) = job_files.glob("checkpoints/step-*")  # the last one, complete
+        assert (checkpoint / "COMPLETE").is_file() and (checkpoint / FOLDER_MANIFEST).is_file()
+        model = shown[1]
+        assert model["adapterPath"] == f"{url}/accounts/local/models/stored"
+        assert (bucket / "accounts/local/models/stored/adapter_config.json").is_file()
+        # the workers kept their files in their nodes' caches, never in the server's state dir
+        assert not list(server.state_dir.glob("accounts/local/jobs/stored/*"))
+        assert not (server.state_dir / "accounts/local/models").exists()
+        assert list(node_cache(nodes[1]).glob("*/accounts/local/jobs/stored/checkpoints/step-*"))
+        text = json.dumps(shown)
+        assert "rftlab-cache" not in text and str(server.state_dir) not in text, text
+    finally:
+        for node in NODE_LINE.findall(log_file.read_text()):
+            shutil.rmtree(node_cache(node), ignore_errors=True)
