@@ -10,24 +10,30 @@ time is what the waiting costs. Done one call after another, it would add 6.4 s 
 Last line: `evaluator_overhead_s: X`, the mean extra seconds per step in the rollout phase (generation plus the
 wait for the last score: the update after it does the same work in both runs, so the step-time difference,
 also printed, only adds noise). The first step, which also starts the worker processes the waits need, is
-reported apart and left out of X.
+reported apart and left out of X. Also printed: the most evaluator worker processes each run had at once (the
+pool grows for the waiting evaluator only; training keeps the cores busy, which must not make it grow for the
+instant one) and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from _common import ARITHMETIC_DIR, StepLog, arithmetic_rows, print_machine
 from rftlab.engine.api import EvaluatorCode, JobInputs
+from rftlab.engine.evaluator import WORKER_SCRIPT
 from rftlab.engine.job import run_job
 from rftlab.server.job_spec import settings_for
 
 DELAY_S = 0.1
 PROMPTS, K = 8, 8
+SAMPLE_S = 0.5
 SLOW_EVALUATOR = f"""
 import time
 from exact_match import evaluate as exact_match
@@ -39,7 +45,58 @@ def evaluate(messages, ground_truth=None, **kwargs):
 """
 
 
-def run(evaluator: EvaluatorCode, rows: list[dict], folder: Path) -> list[dict[str, float]]:
+def evaluator_workers() -> int:
+    """Evaluator worker processes running below this process (a sandboxed one sits below its launcher)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    parents[int(entry.name)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # it ended meanwhile
+    below, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier}
+        below |= frontier
+    count = 0
+    for pid in below:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        count += len(argv) > 3 and argv[3] == bytes(WORKER_SCRIPT)
+    return count
+
+
+class PeakWorkers:
+    """The most evaluator worker processes at once while open, sampled every SAMPLE_S."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            self.peak = max(self.peak, evaluator_workers())
+
+    def __enter__(self) -> PeakWorkers:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sampler.join()
+
+
+def load_average() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+def run(evaluator: EvaluatorCode, rows: list[dict], folder: Path) -> tuple[list[dict[str, float]], int]:
+    """The job's per-step metrics and the most evaluator worker processes it had at once."""
     job = {
         "trainingConfig": {"epochs": 1, "learningRate": 3e-4, "loraRank": 16, "batchSize": 4096},
         "inferenceParameters": {
@@ -63,8 +120,9 @@ def run(evaluator: EvaluatorCode, rows: list[dict], folder: Path) -> list[dict[s
         output_dir=folder / "adapter",
     )
     times = StepLog()
-    run_job(inputs, times)
-    return times.steps
+    with PeakWorkers() as workers:
+        run_job(inputs, times)
+    return times.steps, workers.peak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,16 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args(argv)
     print_machine()
+    print(f"load average before: {load_average()}")
     rows = arithmetic_rows()[: args.steps * PROMPTS]
     with tempfile.TemporaryDirectory(prefix="bench-evaluator-") as folder:
         slow_root = Path(folder) / "slow"
         slow_root.mkdir()
         (slow_root / "slow_match.py").write_text(SLOW_EVALUATOR)
         (slow_root / "exact_match.py").write_text((ARITHMETIC_DIR / "exact_match.py").read_text())
-        instant = run(EvaluatorCode(ARITHMETIC_DIR, "exact_match.py", "evaluate"), rows, Path(folder) / "a")
-        slow = run(EvaluatorCode(slow_root, "slow_match.py", "evaluate"), rows, Path(folder) / "b")
+        exact_match = EvaluatorCode(ARITHMETIC_DIR, "exact_match.py", "evaluate")
+        instant, instant_workers = run(exact_match, rows, Path(folder) / "a")
+        slow, slow_workers = run(
+            EvaluatorCode(slow_root, "slow_match.py", "evaluate"), rows, Path(folder) / "b"
+        )
     same_rewards = [m["reward_mean"] for m in instant] == [m["reward_mean"] for m in slow]
     print(f"{args.steps} steps of {PROMPTS * K} rollouts; same reward series in both runs: {same_rewards}")
+    print(f"evaluator worker processes at most: instant {instant_workers}, slow {slow_workers}")
+    print(f"load average after: {load_average()}")
     print(
         "step  instant s  (gen / eval / update)    slow s  (gen / eval / update)   extra: step s, rollout s"
     )

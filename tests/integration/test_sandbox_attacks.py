@@ -76,7 +76,8 @@ HOSTILE = textwrap.dedent(
             time.sleep(0.5)
             return 1.0
         if what == "stall":  # answer at once through the pipe, then stop reading calls
-            os.write(3, b'{"ok": true, "result": {"score": 1.0, "reason": "", "is_score_valid": true, "metrics": {}}}\\n')
+            os.write(3, b'{"ok": true, "result": {"score": 1.0, "reason": "", "is_score_valid": true, "metrics": {}}, '
+                     b'"timing": {"wall_s": 0, "cpu_s": 0, "runnable_s": 0}}\\n')
             time.sleep(3600)
         if what == "forge-endless":
             os.write(3, b"x" * (3 << 20))

@@ -1,6 +1,6 @@
 """The benchmark scripts' building blocks: both sides of the TRL comparison get the same work, the update
-benchmark's FLOP count covers every matmul weight, and the slow evaluator scores exactly like exact_match.
-No timings are asserted."""
+benchmark's FLOP count covers every matmul weight, the slow evaluator scores exactly like exact_match and the
+evaluator benchmark counts the pool's worker processes. No timings are asserted."""
 
 import shutil
 import sys
@@ -85,3 +85,9 @@ def test_the_slow_evaluator_scores_exactly_like_exact_match(tmp_path):
                 {"role": "assistant", "content": reply},
             ]
             assert pool.submit(messages, "68", {}).result().value == expected
+
+
+def test_the_evaluator_benchmark_counts_the_pools_worker_processes():
+    assert evaluator_overlap.evaluator_workers() == 0
+    with EvaluatorPool(EvaluatorCode(ARITHMETIC_DIR, "exact_match.py", "evaluate"), 3, 10):
+        assert evaluator_overlap.evaluator_workers() == 3

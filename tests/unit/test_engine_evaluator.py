@@ -1,14 +1,20 @@
 """The evaluator pool with real worker processes: every way a user's evaluator can misbehave costs one
-rollout, never the job, and the workers never see the server's secrets."""
+rollout, never the job, the workers never see the server's secrets, and the pool grows for an evaluator that
+waits, never for one that computes or for a busy machine."""
 
+import inspect
 import json
 import os
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 
 from rftlab.engine.api import EvaluatorCode, JobFailed
-from rftlab.engine.evaluator import EvaluatorPool
+from rftlab.engine.evaluator import EvaluatorPool, MalformedAnswer, parse_answer
+from rftlab.engine.evaluator_worker import CallClock
 
 EVALUATOR = textwrap.dedent(
     """
@@ -133,23 +139,96 @@ def test_a_missing_entry_function_is_named(evaluator_code):
         EvaluatorPool(code, concurrency=1, timeout_s=5)
 
 
-def test_a_slow_evaluator_gets_more_workers_so_its_calls_overlap(tmp_path):
-    (tmp_path / "judge.py").write_text(
-        "import os, time\n\n"
+def test_an_answer_without_its_timing_breaks_the_protocol():
+    result = {"score": 1.0, "reason": "", "is_score_valid": True, "metrics": {}}
+    timing = {"wall_s": 0.1, "cpu_s": 0.02, "runnable_s": 0.01}
+    score, parsed = parse_answer(json.dumps({"ok": True, "result": result, "timing": timing}).encode())
+    assert (score.value, parsed.waited_s) == (1.0, pytest.approx(0.07))
+    for broken in (None, {**timing, "cpu_s": -1.0}, {"wall_s": 0.1}, {**timing, "extra": 1.0}):
+        with pytest.raises(MalformedAnswer, match="no valid 'timing'"):
+            parse_answer(json.dumps({"ok": True, "result": result, "timing": broken}).encode())
+
+
+@pytest.fixture
+def busy_cores():
+    """A busy-loop process per core for the test's duration: the machine as busy as training keeps it."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
+    yield
+    for burner in burners:
+        burner.kill()
+        burner.wait()
+
+
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_the_worker_clock_tells_the_evaluators_own_wait_from_computing_and_from_waiting_for_a_core(
+    busy_cores,
+):
+    clock = CallClock()
+    start = clock.reading()
+    burn(0.06)
+    computing = clock.since(start)
+    assert computing.cpu_s == pytest.approx(0.06, abs=0.005)
+    assert computing.runnable_s > 0.01  # the burners took their turns on the cores ...
+    assert computing.waited_s < 0.005  # ... which is not the evaluator waiting
+    start = clock.reading()
+    time.sleep(0.05)
+    assert clock.since(start).waited_s == pytest.approx(0.05, abs=0.01)
+
+
+def judge_source(body):
+    """An evaluator whose call runs `body` (with `burn` at hand) and names the worker that ran it (each worker
+    has its own scratch folder as HOME)."""
+    return (
+        f"import os, time\n\n{inspect.getsource(burn)}\n"
         "def evaluate(messages, ground_truth=None, **fields):\n"
-        "    time.sleep(0.2)\n"
-        "    return {'score': 1.0, 'reason': os.environ['HOME']}\n"  # each worker's own scratch folder
+        f"    {body}\n"
+        "    return {'score': 1.0, 'reason': os.environ['HOME']}\n"
     )
+
+
+def grow(tmp_path, body, concurrency, in_flight, rounds, enough=None):
+    """A pool of the evaluator whose call runs `body`, after `rounds` rounds of `in_flight` calls at once (or,
+    once a round is served by `enough` workers, 2 more): its size and how many workers served the last round."""
+    (tmp_path / "judge.py").write_text(judge_source(body))
     code = EvaluatorCode(tmp_path, "judge.py", "evaluate")
     messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    with EvaluatorPool(code, concurrency=16, timeout_s=10) as pool:
-        for _ in range(20):
-            scores = [future.result() for future in [pool.submit(messages, None, {}) for _ in range(16)]]
-            assert all(score.value == 1.0 for score in scores)
-            if len({score.reason for score in scores}) > EvaluatorPool.INITIAL_WORKERS:
-                break
-        workers = {score.reason for score in scores}
-    assert EvaluatorPool.INITIAL_WORKERS < len(workers) <= 16
+    with EvaluatorPool(code, concurrency=concurrency, timeout_s=30) as pool:
+        while rounds:
+            rounds -= 1
+            futures = [pool.submit(messages, None, {}) for _ in range(in_flight)]
+            workers = {future.result().reason for future in futures}
+            if enough is not None and len(workers) >= enough:
+                rounds, enough = min(rounds, 2), None
+        return pool.size, len(workers)
+
+
+def test_an_evaluator_that_waits_gets_a_worker_per_call_in_flight_up_to_the_concurrency(tmp_path):
+    size, served = grow(tmp_path, "time.sleep(0.1)", concurrency=12, in_flight=16, rounds=30, enough=12)
+    assert (size, served) == (12, 12)
+
+
+def test_an_evaluator_that_computes_keeps_its_start_size(tmp_path):
+    # 16 calls in flight on 8 workers and 2 cores: each call also waits for a core, which earns no worker
+    size, served = grow(tmp_path, "burn(0.03)", concurrency=16, in_flight=16, rounds=3)
+    assert size == served == EvaluatorPool.INITIAL_WORKERS
+
+
+def test_an_evaluator_that_computes_and_waits_grows_as_far_as_its_computing_fills_the_cores(tmp_path):
+    # 10 ms of CPU and 50 ms of waiting per call: cores x 6 workers keep the cores busy
+    wanted = min(16, len(os.sched_getaffinity(0)) * 6)
+    size, served = grow(tmp_path, "burn(0.01); time.sleep(0.05)", 16, 16, rounds=30, enough=wanted - 1)
+    assert wanted - 1 <= size <= wanted + 1
+    assert served >= wanted - 1
+
+
+def test_a_trivial_evaluator_keeps_its_start_size_while_other_processes_burn_the_cores(tmp_path, busy_cores):
+    size, _ = grow(tmp_path, "pass", concurrency=64, in_flight=64, rounds=10)
+    assert size == EvaluatorPool.INITIAL_WORKERS
 
 
 def test_when_no_worker_can_be_started_any_more_calls_fail_with_the_evaluators_error(tmp_path):

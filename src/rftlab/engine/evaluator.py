@@ -6,7 +6,8 @@ run at once while the caller keeps generating, and a fast evaluator costs a pipe
 than a thread hand-off and a timer thread per call (64 exact-match calls through 8 workers: about 18 ms with a
 thread per call, 3-5 ms this way). A call that raises, outlives its timeout (its process is killed), crashes its
 process, returns a non-finite, out-of-range or self-declared invalid score, or answers anything but the protocol
-yields an invalid `Score`, never an exception.
+yields an invalid `Score`, never an exception. Each answer also says what the call cost inside the worker
+(`CallTiming`), which is what the pool grows on.
 
 Every worker runs in rftlab.sandbox: it reads the system, the Python install and its evaluator's code, writes only
 its own scratch folder (its HOME), has no network, no secrets but the account's own, bounded memory, CPU, files
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rftlab.engine.api import EvaluatorCode, JobFailed
+from rftlab.engine.evaluator_worker import TIMING, CallTiming
 from rftlab.sandbox import SandboxPolicy, SandboxUnavailable, start
 
 WORKER_SCRIPT = Path(__file__).with_name("evaluator_worker.py")
@@ -84,7 +86,6 @@ def checked_score(result: dict[str, Any]) -> Score:
 class _Call:
     payload: bytes
     future: Future[Score] = field(default_factory=Future)
-    started: float = 0.0
     deadline: float = 0.0
 
 
@@ -92,19 +93,22 @@ class MalformedAnswer(ValueError):
     pass
 
 
-def parse_answer(line: bytes) -> Score:
-    """One answer line from a worker -> its Score; MalformedAnswer for anything but the protocol's two shapes
-    (the line comes from the user's process, which can write anything to the pipe)."""
+def parse_answer(line: bytes) -> tuple[Score, CallTiming]:
+    """One answer line from a worker -> its Score and what the call cost; MalformedAnswer for anything but the
+    protocol's two shapes (the line comes from the user's process, which can write anything to the pipe)."""
     try:
         answer = json.loads(line)
     except ValueError:
         raise MalformedAnswer(f"not JSON: {line[:80]!r}") from None
     if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
         raise MalformedAnswer(f"no 'ok' flag: {line[:80]!r}")
+    timing = CallTiming.from_wire(answer.get(TIMING))
+    if timing is None:
+        raise MalformedAnswer(f"no valid {TIMING!r}: {line[:80]!r}")
     if not answer["ok"]:
         if not isinstance(answer.get("error"), str):
             raise MalformedAnswer("a failed call without an error message")
-        return Score(None, error=answer["error"])
+        return Score(None, error=answer["error"]), timing
     result = answer.get("result")
     if not (
         isinstance(result, dict)
@@ -115,7 +119,7 @@ def parse_answer(line: bytes) -> Score:
         and all(_is_number(value) for value in result["metrics"].values())
     ):
         raise MalformedAnswer(f"a result without the expected fields: {line[:80]!r}")
-    return checked_score(result)
+    return checked_score(result), timing
 
 
 def _is_number(value: Any) -> bool:
@@ -244,8 +248,7 @@ class _Worker:
         self._unsent = call.payload
         if not self.write_some():
             return False
-        call.started = time.monotonic()
-        call.deadline = call.started + timeout_s
+        call.deadline = time.monotonic() + timeout_s
         self.call = call
         return True
 
@@ -285,15 +288,20 @@ class EvaluatorPool:
     """`submit(messages, ground_truth, fields)` -> Future[Score]; up to `concurrency` calls run at once.
 
     `INITIAL_WORKERS` worker processes start with the pool (an evaluator that cannot load fails the job at
-    once). When calls wait for a busy worker while calls take `SLOW_CALL_S` or more (an evaluator that waits on
-    a remote judge or a sandbox), more workers start in the background, `STARTS_AT_ONCE` at a time, until there
-    is one per call in flight (at most `concurrency`), so the waits overlap instead of queueing. An evaluator
-    that answers in a millisecond keeps the initial processes. A worker that dies or is killed for a timeout is
-    replaced the same way.
+    once). More workers pay only for an evaluator that waits (on a remote judge, a sandbox, I/O): when calls
+    queue for a busy worker while the recent calls spent `SLOW_WAIT_S` or more each, on average, off a core by
+    their own doing (`CallTiming.waited_s`: neither computing nor waiting for a core that another process
+    holds), more workers start in the background, `STARTS_AT_ONCE` at a time, so the waits overlap instead of
+    queueing: up to one worker per call in flight, at most `concurrency`, and at most as many as the calls'
+    own computing needs to fill the cores, cores x (CPU + wait) / CPU. An evaluator that computes, or answers
+    in a millisecond, keeps the initial processes however busy the machine is. A worker that dies or is killed
+    for a timeout is replaced the same way.
     """
 
     INITIAL_WORKERS = 8
-    SLOW_CALL_S = 0.02
+    SLOW_WAIT_S = 0.02
+    RECENT_WEIGHT = 1 / 16
+    """Of each call in the running means of the calls' CPU and wait times (its weight halves every 11 calls)."""
     STARTS_AT_ONCE = 2
 
     def __init__(
@@ -328,7 +336,10 @@ class EvaluatorPool:
         self._busy: dict[int, _Worker] = {}
         """Workers running a call (their `call`), by pipe fd."""
         self._started = self._wanted = len(workers)
-        self._last_call_s = 0.0
+        self._cores = len(os.sched_getaffinity(0))
+        self._calls_done = 0
+        self._mean_cpu_s = self._mean_waited_s = 0.0
+        """What the recent calls cost (the dispatcher's own)."""
         self._starters: list[threading.Thread] = []
         self._starting: set[_Worker] = set()
         """Workers a starter thread is waiting on (guarded by the lock)."""
@@ -435,12 +446,12 @@ class EvaluatorPool:
             if call is None:
                 continue  # a line the worker's code wrote between calls
             try:
-                score = parse_answer(line)
+                score, timing = parse_answer(line)
             except MalformedAnswer as error:
                 worker.call = call
                 self._fail_and_retire(worker, f"the evaluator process broke the answer protocol: {error}")
                 return
-            self._last_call_s = time.monotonic() - call.started
+            self._count_in(timing)
             del self._busy[worker.fd]
             self._idle.append(worker)
             worker.end_of_call_output()
@@ -476,11 +487,32 @@ class EvaluatorPool:
             self._started -= 1
         self._grow(0)
 
-    def _grow(self, in_flight: int) -> None:
-        """With slow calls, want a worker per call in flight; start a starter while fewer are started."""
+    @property
+    def size(self) -> int:
+        """Worker processes running or being started."""
         with self._lock:
-            if self._last_call_s >= self.SLOW_CALL_S:
-                self._wanted = max(self._wanted, min(self.concurrency, in_flight))
+            return self._started
+
+    def _count_in(self, timing: CallTiming) -> None:
+        weight = max(self.RECENT_WEIGHT, 1 / (self._calls_done + 1))  # the first calls: their plain mean
+        self._mean_cpu_s += weight * (timing.cpu_s - self._mean_cpu_s)
+        self._mean_waited_s += weight * (timing.waited_s - self._mean_waited_s)
+        self._calls_done += 1
+
+    def _workers_worth_having(self) -> int:
+        """How many workers the recent calls make worth having (0: no more than now); see the class doc."""
+        if self._mean_waited_s < self.SLOW_WAIT_S:
+            return 0
+        if self._mean_cpu_s <= 0.0:
+            return self.concurrency
+        return math.ceil(self._cores * (self._mean_cpu_s + self._mean_waited_s) / self._mean_cpu_s)
+
+    def _grow(self, in_flight: int) -> None:
+        """Want as many workers as are worth having for the calls in flight; start a starter while fewer are
+        started."""
+        worth = self._workers_worth_having()
+        with self._lock:
+            self._wanted = max(self._wanted, min(self.concurrency, in_flight, worth))
             active = [starter for starter in self._starters if starter.is_alive()]
             if self._closed or len(active) >= self.STARTS_AT_ONCE or self._started >= self._wanted:
                 return

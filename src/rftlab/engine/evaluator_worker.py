@@ -1,23 +1,89 @@
 """One evaluator worker process: imports the user's evaluator once, then scores calls read from stdin.
 
 Run by path (`python evaluator_worker.py ROOT ENTRY_FILE ENTRY_FUNC`), so it imports nothing of rftlab and
-starts fast. Protocol: JSON lines. The worker first answers `{"ready": true}` (or `{"ready": false, "error"}`),
-then one line per call: `{"messages", "ground_truth", "fields"}` -> `{"ok": true, "result": {...}}` or
-`{"ok": false, "error"}`. The evaluator's own prints go to stderr, so they cannot corrupt the protocol.
+starts fast (the pool imports `CallTiming` from here: the one definition of what a worker measures). Protocol:
+JSON lines. The worker first answers `{"ready": true}` (or `{"ready": false, "error"}`), then one line per call:
+`{"messages", "ground_truth", "fields"}` -> `{"ok": true, "result": {...}, "timing": {...}}` or
+`{"ok": false, "error", "timing"}`, where "timing" is a `CallTiming`. The evaluator's own prints go to stderr,
+so they cannot corrupt the protocol.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import numbers
 import os
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 RESULT_SHAPES = "a float, a dict with 'score', or an object with a 'score' attribute (EvaluateResult)"
+TIMING = "timing"
+SCHEDSTAT = "/proc/thread-self/schedstat"
+"""Nanoseconds on a core, then nanoseconds runnable but waiting for one, of the calling thread (Linux)."""
+
+
+class CallTiming(NamedTuple):
+    """What one call cost, measured inside the worker around the evaluator function."""
+
+    wall_s: float
+    cpu_s: float
+    """CPU time of the worker process (all its threads) and of the child processes it waited for (theirs counted
+    in clock ticks, 10 ms)."""
+    runnable_s: float
+    """Of wall_s, the time the calling thread was ready to run but waited for a core: the machine's contention,
+    not the evaluator's doing. 0 where the kernel's schedstat cannot be read."""
+
+    @property
+    def waited_s(self) -> float:
+        """Time off a core by the evaluator's own doing: sleeping, I/O, the network, a remote judge."""
+        return max(0.0, self.wall_s - self.runnable_s - self.cpu_s)
+
+    @classmethod
+    def from_wire(cls, value: Any) -> CallTiming | None:
+        """The timing an answer line carries; None unless it holds exactly the fields, as finite numbers >= 0."""
+        if not isinstance(value, dict) or set(value) != set(cls._fields):
+            return None
+        if not all(_is_seconds(seconds) for seconds in value.values()):
+            return None
+        return cls(**value)
+
+
+def _is_seconds(value: Any) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    )
+
+
+class CallClock:
+    """Reads the worker's clocks: a call's `CallTiming` is the difference of a reading before and after it."""
+
+    def __init__(self) -> None:
+        try:  # opened once, in the thread that runs the calls: a read then costs one pread
+            self._schedstat: int | None = os.open(SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._schedstat = None
+
+    def reading(self) -> CallTiming:
+        waited_for = os.times()  # the cheapest reading of the children's CPU time (getrusage takes 3x longer)
+        cpu_s = time.process_time() + waited_for.children_user + waited_for.children_system
+        return CallTiming(time.monotonic(), cpu_s, self._runnable_s())
+
+    def since(self, start: CallTiming) -> CallTiming:
+        return CallTiming(*(max(0.0, now - then) for now, then in zip(self.reading(), start, strict=True)))
+
+    def _runnable_s(self) -> float:
+        if self._schedstat is None:
+            return 0.0
+        try:
+            return int(os.pread(self._schedstat, 128, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return 0.0
 
 
 def describe_error(error: BaseException) -> str:
@@ -102,15 +168,22 @@ def main(argv: list[str]) -> int:
     except BaseException as error:
         send({"ready": False, "error": describe_error(error)})
         return 1
+    clock = CallClock()
     send({"ready": True})
     for line in sys.stdin:
         call = json.loads(line)
-        try:
-            result = function(call["messages"], ground_truth=call["ground_truth"], **call["fields"])
-            send({"ok": True, "result": normalize(result)})
-        except Exception as error:
-            send({"ok": False, "error": describe_error(error)})
+        start = clock.reading()
+        answer = score(function, call)
+        send({**answer, TIMING: clock.since(start)._asdict()})
     return 0
+
+
+def score(function: Callable[..., Any], call: dict[str, Any]) -> dict[str, Any]:
+    try:
+        result = function(call["messages"], ground_truth=call["ground_truth"], **call["fields"])
+        return {"ok": True, "result": normalize(result)}
+    except Exception as error:
+        return {"ok": False, "error": describe_error(error)}
 
 
 if __name__ == "__main__":
