@@ -1,12 +1,16 @@
 """A job with per-step metrics and rollouts in a real server's store, written the way the job worker writes them
-(`StoreReporter`'s store calls), for the rollout route, dashboard and browser tests."""
+(`StoreReporter`'s store calls), for the rollout route, dashboard and browser tests; and multi-turn rollouts the
+tiny calculator model really sampled against a real MCP server, as the engine records them."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import httpx
+import torch
+from mcp_fixtures import mcp_server
 from server_harness import (
     LocalServer,
     arithmetic_jsonl,
@@ -17,8 +21,16 @@ from server_harness import (
 )
 from sqlalchemy import select
 
+from rftlab.engine.evaluator import Score
+from rftlab.engine.models import Placement, load_base_model
+from rftlab.engine.rollout import HFSampler, Rollout
+from rftlab.engine.settings import SamplingParams, ToolSettings
+from rftlab.engine.tool_rollout import ToolRollouts
+from rftlab.paths import ASSETS_DIR
 from rftlab.server.rollouts import store_rollouts
 from rftlab.server.store import Job, JobMetric, Store, sqlite_url
+
+TOOL_ROWS, TOOL_CANDIDATES = 4, 4
 
 
 def rollout(step: int, group: int, candidate: int, reward: float | None) -> dict[str, Any]:
@@ -91,5 +103,44 @@ def seed_job(server: LocalServer, client: httpx.Client, account: str, job_id: st
             store_rollouts(store, seq, "train", step, step_rollouts(step))
         for step in (0, steps):
             store_rollouts(store, seq, "eval", step, step_rollouts(step, groups=3, candidates=1))
+    finally:
+        store.dispose()
+
+
+def sampled_tool_rollouts() -> list[Rollout]:
+    """TOOL_ROWS x TOOL_CANDIDATES rollouts the tiny calculator model samples (seeded) against the
+    MCP test server's multiply tool, up to three turns each, scored by exact match."""
+    lines = (ASSETS_DIR / "mcp_calculator" / "train.jsonl").read_text().splitlines()[:TOOL_ROWS]
+    rows = [json.loads(line) for line in lines]
+    torch.manual_seed(0)
+    model, tokenizer = load_base_model("tiny-calculator", Placement(torch.device("cpu"), torch.float32))
+    params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_output_tokens=40)
+    with (
+        mcp_server(only_tool="multiply") as mcp,
+        ToolRollouts(
+            tokenizer, ToolSettings(mcp.url, max_turns=3), model.config.max_position_embeddings
+        ) as tools,
+    ):
+        rollouts = tools.run(HFSampler(model, tokenizer), rows, TOOL_CANDIDATES, params)
+    for rollout in rollouts:
+        right = rows[rollout.row_index]["ground_truth"] in rollout.text
+        rollout.score = Score(float(right), "exact match" if right else "no exact match")
+    return rollouts
+
+
+def records(rollouts: list[Rollout]) -> list[dict[str, Any]]:
+    """What the engine reports of a round's rollouts (groups of TOOL_CANDIDATES)."""
+    return [rollout.record(group=i // TOOL_CANDIDATES) for i, rollout in enumerate(rollouts)]
+
+
+def seed_rollouts(
+    server: LocalServer, account: str, job_id: str, step: int, records: list[dict[str, Any]]
+) -> None:
+    """`records` kept as the train rollouts of `step` of an existing job."""
+    store = Store(sqlite_url(str(server.state_dir / "rftlab.db")))
+    try:
+        with store.reading() as session:
+            seq = session.scalar(select(Job.seq).where(Job.account_id == account, Job.job_id == job_id))
+        store_rollouts(store, seq, "train", step, records)
     finally:
         store.dispose()

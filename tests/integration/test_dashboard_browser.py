@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven by Selenium): log in,
 see a job's reward curve with one point per step, read a step's rollouts, be refused another account's job, and
-no request leaving 127.0.0.1; then the same for a job the tiny model really trained."""
+no request leaving 127.0.0.1; multi-turn rollouts with every turn the model trained on marked, and a job's state
+timeline; then the same for a job the tiny model really trained."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from rollout_fixtures import seed_job
+from rollout_fixtures import TOOL_ROWS, records, sampled_tool_rollouts, seed_job, seed_rollouts
 from server_harness import (
     DATASET,
     EVALUATOR,
@@ -61,9 +62,15 @@ def start_chromium():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=0) as running:
+    with LocalServer.under(
+        tmp_path_factory.mktemp("server"), max_running_jobs=0, extra_args=["--keep-rollouts", "all"]
+    ) as running:
         with running.client() as client:
             seed_job(running, client, "local", "seeded", STEPS)
+            seed_job(running, client, "local", "tools", 1)
+            for verb in ("cancel", "resume"):
+                assert client.post(f"/v1/accounts/local/reinforcementFineTuningJobs/tools:{verb}").is_success
+        seed_rollouts(running, "local", "tools", 2, records(sampled_tool_rollouts()))
         running.other_key = running.add_account("other")
         with running.client(running.other_key) as client:
             seed_job(running, client, "other", "theirs", 2)
@@ -156,6 +163,39 @@ def test_the_other_account_sees_its_own_job(server, browser):
     wait_for(lambda: texts(browser, '#chart-reward[data-points="2"]'), "their curve with two points", 30)
     browser.get(f"{server.base_url}/dashboard/fine-tuning/reinforcement/seeded")
     assert wait_for(lambda: texts(browser, "#missing"), "the not-found page", 30)
+
+
+def log_in(browser, server: LocalServer, page: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.base_url}{page}")
+    browser.find_element(By.ID, "api_key").send_keys(server.local_key())
+    browser.find_element(By.ID, "login").click()
+    wait_for(
+        lambda: browser.current_url == f"{server.base_url}{page}", "the login to lead back", timeout_s=30
+    )
+
+
+CARD_MARKS = """return [...document.querySelectorAll('#groups .card')].map((card) => ({
+  assistant: card.querySelectorAll('.turns .msg.assistant').length,
+  trained: card.querySelectorAll('.turns .msg.assistant mark.trained').length,
+  tool: card.querySelectorAll('.turns .msg.tool').length,
+  otherMarks: card.querySelectorAll('.turns .msg:not(.assistant) mark, .conversation mark').length,
+}))"""
+
+
+def test_multi_turn_rollouts_mark_every_turn_trained_on_and_the_timeline_shows_each_state(server, browser):
+    log_in(browser, server, "/dashboard/fine-tuning/reinforcement/tools")
+    wait_for(lambda: len(texts(browser, "#groups .group")) == TOOL_ROWS, "step 2's groups", 30)
+    cards = browser.execute_script(CARD_MARKS)
+    assert any(card["tool"] for card in cards), "no multi-turn rollout shown"
+    for card in cards:
+        assert card["trained"] == card["assistant"] >= 1 and card["otherMarks"] == 0, card
+    states = wait_for(lambda: texts(browser, "#state-history li .state"), "the state timeline", 30)
+    assert states == ["pending", "cancelled", "pending"]
+    assert "cancelled before it started" in texts(browser, "#state-history li")[1]
+    assert len(texts(browser, "#state-strip .state")) == 3
+    assert all(url.startswith(server.base_url) for url in requested_urls(browser))
 
 
 @pytest.fixture(scope="module")

@@ -136,8 +136,9 @@ def test_every_step_and_eval_pass_reports_its_rollouts(uninterrupted):
         assert all(
             r["messages"][-1] == {"role": "assistant", "content": r["completion_text"]} for r in rollouts
         )
-        assert all(
-            r["trained_spans"] == [[0, len(r["completion_text"])]] for r in rollouts if r["completion_text"]
+        assert all(  # a single turn: the reply, every token of it trained on
+            r["trained_tokens"] == [None] * (len(r["messages"]) - 1) + [r["completion_tokens"]]
+            for r in rollouts
         )
     evals = [(step, rollouts) for kind, step, rollouts in recorder.rollouts_seen if kind == "eval"]
     assert [step for step, _ in evals] == [0, STEPS] and all(len(r) == 30 for _, r in evals)

@@ -107,6 +107,9 @@ def test_calls_run_results_come_back_in_order_and_only_the_models_tokens_are_tra
     )
     assert trained == call("multiply", a=2, b=3) + call("multiply", a=4, b=5) + "<|im_end|>26<|im_end|>"
     assert all(lp == 0.0 for lp, keep in zip(rollout.logprobs, rollout.trained_mask, strict=True) if not keep)
+    # per message, as the rollout viewer shows it: each turn's tokens (its end-of-turn included), no tool result's
+    turn_1, turn_2 = (len(tokenizer.encode(reply("", turn), add_special_tokens=False)) + 1 for turn in (1, 2))
+    assert rollout.record(group=0)["trained_tokens"] == [None, turn_1, 0, 0, turn_2]
     # the glue is exactly what the template renders between the turns: the next turn sees a well-formed chat
     assert sampler.prompts[-1] == tokenizer.apply_chat_template(
         [
@@ -176,6 +179,13 @@ def test_long_results_are_cut_and_a_transcript_past_the_context_ends_counted(tok
     assert (short.finish_reason, short.tool_use["context_truncated"]) == ("length", 1)
     assert len(short.prompt_ids) + len(short.completion_ids) <= 70
     assert short.turns == 1
+    # a result whose glue does not fit never reaches the model: no tokens of it in the transcript
+    _, glue_start, glue_end = rollout.message_tokens[1]
+    context = len(rollout.prompt_ids) + glue_end
+    (cut,), _ = run(tokenizer, mcp, reply, max_context=context, max_result_tokens=20)
+    assert [m["role"] for m in cut.messages] == ["user", "assistant", "tool"]
+    assert (cut.finish_reason, cut.tool_use["context_truncated"]) == ("length", 1)
+    assert cut.trained_tokens() == [None, glue_start, None]
 
 
 def test_a_row_with_its_own_tools_uses_them_and_duplicate_names_are_refused(tokenizer, mcp):

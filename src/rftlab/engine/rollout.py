@@ -63,6 +63,10 @@ class Rollout:
     tool_results_truncated (empty for a single-turn rollout)."""
     tools: list[dict[str, Any]] | None = None
     """The function tools a tool rollout offered the model; the evaluator receives them as `tools`."""
+    message_tokens: list[tuple[int, int, int]] | None = None
+    """Where the messages the rollout added lie in `completion_ids`: (index in `messages`, start, end). The tool
+    messages of one turn share the chat-template glue that carries them. None: a single turn, whose reply (the
+    last message) is all of `completion_ids`."""
     score: Score = field(default_factory=lambda: Score(None, error="not scored"))
     advantage: float | None = None
     """Group-relative advantage; None when its group carries no signal (or it is invalid)."""
@@ -91,8 +95,7 @@ class Rollout:
             "candidate": self.candidate,
             "messages": self.messages,
             "completion_text": self.text,
-            # the final reply is the model's own text, trained on whole (tool results sit in `messages`)
-            "trained_spans": [[0, len(self.text)]] if self.text else [],
+            "trained_tokens": self.trained_tokens(),
             "reward": self.score.value,
             "valid": self.score.valid,
             "reason": self.score.reason,
@@ -105,6 +108,18 @@ class Rollout:
             "completion_tokens": len(self.completion_ids),
             "advantage": self.advantage,
         }
+
+    def trained_tokens(self) -> list[int | None]:
+        """For each of `messages`, how many of its tokens the update trains on (`trained_mask`): None for the
+        row's own messages (the prompt, never trained on), 0 for tool results, the turn's tokens for each of the
+        model's turns."""
+        placed = self.message_tokens
+        if placed is None:
+            placed = [(len(self.messages) - 1, 0, len(self.completion_ids))]
+        counts: list[int | None] = [None] * len(self.messages)
+        for index, start, end in placed:
+            counts[index] = (counts[index] or 0) + sum(self.trained_mask[start:end])
+        return counts
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> list[int]:

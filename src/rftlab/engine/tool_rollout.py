@@ -96,6 +96,7 @@ class Transcript:
     completion_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     trained_mask: list[bool] = field(default_factory=list)
+    message_tokens: list[tuple[int, int, int]] = field(default_factory=list)
     text: str = ""
     finish_reason: str = ""
     turns: int = 0
@@ -131,6 +132,7 @@ class Transcript:
             turns=self.turns,
             tool_use=self.use,
             tools=self.tools,
+            message_tokens=self.message_tokens,
         )
 
 
@@ -209,6 +211,7 @@ class ToolRollouts:
             ids, logprobs, finish = ids[:room], logprobs[:room], "length"
             transcript.use["context_truncated"] = 1
         text = completion.text if finish == completion.finish_reason else self._decode(ids)
+        start = len(transcript.completion_ids)
         transcript.completion_ids += ids
         transcript.logprobs += logprobs
         transcript.trained_mask += [True] * len(ids)
@@ -227,6 +230,7 @@ class ToolRollouts:
                 for i, call in enumerate(parsed)
             ]
         transcript.messages.append(assistant)
+        transcript.message_tokens.append((len(transcript.messages) - 1, start, start + len(ids)))
         if not parsed:
             transcript.finish_reason = finish
             return []
@@ -282,6 +286,11 @@ class ToolRollouts:
         if transcript.length + len(glue) >= self.max_context:
             transcript.finish_reason, transcript.use["context_truncated"] = "length", 1
             return
+        start = len(transcript.completion_ids)
+        transcript.message_tokens += [
+            (index, start, start + len(glue))
+            for index in range(len(transcript.messages) - len(tool_messages), len(transcript.messages))
+        ]
         transcript.completion_ids += glue
         transcript.logprobs += [0.0] * len(glue)
         transcript.trained_mask += [False] * len(glue)

@@ -96,11 +96,37 @@ def _prompt(rollout: dict[str, Any]) -> str:
     return content if isinstance(content, str) else str(content)
 
 
+def _message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    text = content if isinstance(content, str) else "" if content is None else str(content)
+    calls = [
+        f"{call['function']['name']}({call['function']['arguments']})"
+        for call in message.get("tool_calls") or []
+    ]
+    return "\n".join([text, *calls] if text else calls)
+
+
 def _completion(rollout: dict[str, Any]) -> Text:
-    """The completion, the spans that were trained on underlined."""
-    text = Text(rollout.get("completion_text") or "")
-    for start, end in rollout.get("trained_spans") or []:
-        text.stylize("underline", start, end)
+    """What the rollout added to its row, the messages it trained on underlined: every turn of a multi-turn
+    rollout (`trained_tokens` counts per message), or the final reply's `trained_spans` in rollouts kept before."""
+    counts = rollout.get("trained_tokens")
+    if counts is None:
+        text = Text(rollout.get("completion_text") or "")
+        for start, end in rollout.get("trained_spans") or []:
+            text.stylize("underline", start, end)
+        return text
+    messages = rollout.get("messages") or []
+    first = next((i for i, n in enumerate(counts) if n is not None), len(messages))  # after the row's own
+    own = list(zip(messages[first:], counts[first:], strict=False))
+    if len(own) == 1:
+        return Text(_message_text(own[0][0]), style="underline" if own[0][1] else "")
+    text = Text()
+    for message, trained in own:
+        role = message.get("role", "?") + (f" {message['name']}" if message.get("name") else "")
+        text.append(f"{role}: ", style="dim")
+        text.append(_message_text(message), style="underline" if trained else "")
+        text.append("\n")
+    text.rstrip()
     return text
 
 

@@ -203,14 +203,36 @@ function settingsView(job) {
   return list;
 }
 
-function historyView(job) {
-  const items = [["created", job.createTime, "queued"]];
-  if (job.updateTime) items.push([`now ${shortState(job.state)}`, job.updateTime, job.status?.message || ""]);
-  if (job.completedTime) items.push(["ended", job.completedTime, shortState(job.state)]);
-  for (const entry of job.stateHistory || []) items.push([shortState(entry.state), entry.time, entry.message || ""]);
-  return el("ol", { class: "history" },
-    ...items.map(([what, time, detail]) => el("li", {}, el("b", { text: what }), ` ${when(time)} `,
-      el("span", { class: "muted", text: detail }))));
+function duration(ms) {
+  const s = Math.max(0, ms) / 1000;
+  if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+// Every state the job entered (from its stateHistory route): a strip with one band per state as wide as the time
+// spent in it, then the list with times, durations and the status message of each.
+function timeline(history, job) {
+  if (!history.length) return el("p", { class: "muted", text: "no state recorded" });
+  const starts = history.map((entry) => Date.parse(entry.time));
+  const ended = TERMINAL.has(job.state);
+  const end = ended ? starts[starts.length - 1] : Math.max(Date.now(), starts[starts.length - 1]);
+  const until = (i) => (i + 1 < starts.length ? starts[i + 1] : end);
+  const strip = el("div", { class: "timeline-strip", id: "state-strip" });
+  history.forEach((entry, i) => {
+    const band = el("span", { class: `state ${shortState(entry.state)}`,
+      title: `${shortState(entry.state)} ${duration(until(i) - starts[i])}` });
+    band.style.flexGrow = String(Math.max(until(i) - starts[i], 1));
+    strip.append(band);
+  });
+  const list = el("ol", { class: "timeline", id: "state-history" }, ...history.map((entry, i) => {
+    const last = i === history.length - 1;
+    const spent = last && ended ? "" : ` · ${duration(until(i) - starts[i])}${last ? " so far" : ""}`;
+    return el("li", { "data-state": entry.state }, stateBadge(entry.state), " ",
+      el("time", { datetime: entry.time, text: when(entry.time) }), el("span", { class: "muted", text: spent }),
+      entry.message ? el("div", { class: "message", text: entry.message }) : null);
+  }));
+  return [strip, list];
 }
 
 function highlighted(text, spans) {
@@ -239,9 +261,33 @@ function promptOf(rollout) {
   return users.length ? messageText(users[users.length - 1]) : "";
 }
 
-function conversation(rollout) {
+function messageView(message, trained) {
+  const calls = (message.tool_calls || []).map((call) => `${call.function?.name}(${call.function?.arguments ?? ""})`);
+  const text = [messageText(message), ...calls].filter((part) => part).join("\n");
+  const label = message.role + (message.name ? ` ${message.name}` : "");
+  const note = trained ? ` · trained on ${trained} token${trained === 1 ? "" : "s"}`
+    : trained === 0 ? " · not trained on" : "";
+  return el("div", { class: `msg ${message.role}` }, el("b", { text: label }), el("span", { class: "muted", text: note }),
+    el("pre", { class: "completion" }, trained ? el("mark", { class: "trained", text }) : text));
+}
+
+// A rollout whose record counts the trained tokens of each message (`trained_tokens`: null for the row's own
+// messages, 0 for tool results, each turn's count from the trained mask) shows every message it added, the ones
+// it trained on highlighted; older records mark spans of the final reply only (`trained_spans`).
+function rolloutBody(rollout) {
   const messages = rollout.messages || [];
-  return el("details", { class: "conversation" }, el("summary", { text: `conversation (${messages.length} messages)` }),
+  const counts = rollout.trained_tokens;
+  if (!Array.isArray(counts)) {
+    return [highlighted(rollout.completion_text || "", rollout.trained_spans), conversation(messages)];
+  }
+  let first = counts.findIndex((n) => n !== null && n !== undefined);
+  if (first < 0) first = messages.length;
+  return [el("div", { class: "turns" }, ...messages.slice(first).map((m, i) => messageView(m, counts[first + i]))),
+    conversation(messages.slice(0, first), "prompt")];
+}
+
+function conversation(messages, what = "conversation") {
+  return el("details", { class: "conversation" }, el("summary", { text: `${what} (${messages.length} messages)` }),
     ...messages.map((m) => el("div", { class: `msg ${m.role}` }, el("b", { text: m.role }),
       el("pre", { text: messageText(m) }),
       m.tool_calls ? el("pre", { class: "tools", text: JSON.stringify(m.tool_calls, null, 2) }) : null)));
@@ -256,15 +302,15 @@ function rolloutCard(rollout, role) {
     `reward ${rollout.reward === null || rollout.reward === undefined ? "invalid" : num(rollout.reward)}`,
     rollout.valid ? "valid" : "invalid", `finish ${rollout.finish_reason || "?"}`,
     `tokens ${rollout.prompt_tokens ?? "?"}+${rollout.completion_tokens ?? "?"}`];
+  if (rollout.turns > 1) facts.push(`${rollout.turns} turns, ${rollout.tool_calls ?? 0} tool calls`);
   if (rollout.advantage !== null && rollout.advantage !== undefined) facts.push(`advantage ${num(rollout.advantage)}`);
   return el("div", { class: `card ${role}${rollout.valid ? "" : " invalid"}` },
     el("div", { class: "facts" }, el("b", { text: role }), ` ${facts.join(" · ")}`),
-    highlighted(rollout.completion_text || "", rollout.trained_spans),
+    ...rolloutBody(rollout),
     rollout.reason ? el("p", { class: "reason" }, el("b", { text: "evaluator: " }), rollout.reason) : null,
     rollout.error ? el("p", { class: "error", text: rollout.error }) : null,
     rollout.metrics && Object.keys(rollout.metrics).length
-      ? el("p", { class: "muted", text: `metrics ${JSON.stringify(rollout.metrics)}` }) : null,
-    conversation(rollout));
+      ? el("p", { class: "muted", text: `metrics ${JSON.stringify(rollout.metrics)}` }) : null);
 }
 
 function groupsView(rollouts) {
@@ -303,7 +349,7 @@ class RolloutBrowser {
       on: { input: () => this.showLabel(), change: () => this.load() } });
     this.label = el("span", { id: "step-label", class: "step-label" });
     this.legend = el("p", { class: "muted" }, "best and worst of each group side by side; ",
-      el("mark", { class: "trained", text: "highlighted" }), " text was trained on (when the engine says which).");
+      el("mark", { class: "trained", text: "highlighted" }), " text was trained on (each of the model's turns; not the prompt or tool results).");
     this.view = el("div", { id: "rollouts" });
     parent.append(el("div", { class: "controls" }, this.kind, this.valid, el("label", {}, "step ", this.slider), this.label),
       this.legend, this.view);
@@ -375,7 +421,8 @@ function jobPage() {
   const browser = new RolloutBrowser(browserBox, jobId);
 
   poll(async () => {
-    const [job, metrics] = await Promise.all([getJSON(base), getJSON(`${base}/metrics`)]);
+    const job = await getJSON(base); // first: a job read as ended has its last metrics and state recorded
+    const [metrics, states] = await Promise.all([getJSON(`${base}/metrics`), getJSON(`${base}/stateHistory`)]);
     const rows = metrics.metrics || [];
     const out = outputMetrics(job);
     const progress = job.jobProgress || {};
@@ -397,7 +444,7 @@ function jobPage() {
     loss.draw(series(rows, ["loss"]));
     timing.draw(series(rows, ["step_seconds", "gen_seconds", "update_seconds"]));
     settings.replaceChildren(settingsView(job));
-    history.replaceChildren(historyView(job));
+    fill(history, timeline(states.stateHistory || [], job));
     await browser.refreshSteps();
     return TERMINAL.has(job.state);
   });
