@@ -27,6 +27,7 @@ def server(tmp_path_factory):
                     lossConfig={"method": "DAPO"},
                     inferenceParameters={"extraBody": '{"stop":["\\n"]}'},
                     maxConcurrentRollouts=16,
+                    evalPasses=["greedy"],
                 ),
             )
         yield running
@@ -53,6 +54,7 @@ def test_a_source_job_supplies_every_setting_the_command_line_does_not(server, t
     assert body["inferenceParameters"]["responseCandidatesCount"] == 4
     assert json.loads(body["inferenceParameters"]["extraBody"]) == {"stop": ["\n"]}
     assert body["chunkSize"] == 8 and body["maxConcurrentRollouts"] == 16
+    assert body["evalPasses"] == ["greedy"]
 
 
 def test_an_unknown_source_job_names_the_key(server, tmp_path, monkeypatch, capsys):
