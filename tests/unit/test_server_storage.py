@@ -74,9 +74,12 @@ def test_a_folder_comes_back_whole_and_is_fetched_again_only_once_it_changed(url
         "main.py",
         "pkg/util.py",
     ]
-    (copy / "main.py").write_text("changed here")  # the same stored version: left as it is
+    (copy / "main.py").write_text("# the same size....\n")  # the stored version it has: left as it is
     node.fetch_dir(copy)
-    assert (copy / "main.py").read_text() == "changed here"
+    assert (copy / "main.py").read_text() == "# the same size....\n"
+    (copy / "pkg" / "util.py").unlink()  # a copy missing a file is fetched again
+    node.fetch_dir(copy)
+    assert (copy / "pkg" / "util.py").read_text() == "X = 1\n"
 
     (code / "pkg" / "util.py").unlink()
     (code / "main.py").write_text("def evaluate(): return 1\n")
@@ -203,6 +206,8 @@ def test_the_url_is_a_server_setting_checked_at_start(tmp_path):
             checked_storage_url("s3://rftlab-no-such-bucket/prefix")
     with pytest.raises(ValueError, match="give a URL"):
         checked_storage_url("/plain/path")
+    with pytest.raises(ValueError, match="job workers cannot reach it"):
+        checked_storage_url("memory://bucket")
 
 
 class Recorded:

@@ -161,7 +161,7 @@ class Storage:
                 return False
             raise self.missing(path, " (or not completely written: it has no manifest)")
         marker = _fetched_marker(path)
-        if path.is_dir() and marker.is_file() and marker.read_text() == manifest["version"]:
+        if marker.is_file() and marker.read_text() == manifest["version"] and _holds(path, manifest["files"]):
             return True
         path.parent.mkdir(parents=True, exist_ok=True)
         incoming = path.with_name(f".{path.name}.fetching-{uuid.uuid4().hex[:8]}")
@@ -224,6 +224,14 @@ def _write_renamed(fs: Any, target: str, write: Any) -> None:
             fs.rm(partial)
 
 
+def _holds(folder: Path, files: dict[str, int]) -> bool:
+    """Whether the local `folder` has each of `files` at its size."""
+    try:
+        return all((folder / name).stat().st_size == size for name, size in files.items())
+    except OSError:
+        return False
+
+
 def _fetched_marker(folder: Path) -> Path:
     """Beside a local folder: the version of the stored folder it is a copy of."""
     return folder.with_name(f".{folder.name}{FETCHED_VERSION_SUFFIX}")
@@ -265,6 +273,11 @@ def checked_storage_url(url: str | None) -> str | None:
         return None
     if "://" not in url:
         raise ValueError(f"--storage-url {url}: give a URL (file:///path, s3://bucket/prefix, gs://...)")
+    if url.startswith("memory://"):
+        raise ValueError(
+            f"--storage-url {url}: memory:// lives inside one process, where job workers cannot reach it; "
+            "on one machine use file:///path"
+        )
     try:
         fs, base = _filesystem(url)
         probe = f"{base}/.rftlab-probe-{uuid.uuid4().hex[:8]}"
