@@ -167,10 +167,14 @@ def test_max_rows_uploads_only_the_first_rows(server, workdir):
 
 
 @pytest.mark.slow
-def test_wait_follows_the_job_to_its_end_and_records_metrics(server, workdir):
-    code = cli.main(launch_args(server, "training.learning_rate=6e-3", "wait=true", "quiet=true"))
+def test_wait_follows_the_job_to_its_end_and_records_metrics(server, workdir, capsys):
+    code = cli.main(launch_args(server, "training.learning_rate=6e-3", "wait=true"))
     (run,) = find_runs(workdir / "outputs")
     job = run.read_json("job.json")
+    # stderr is not a terminal here: the progress comes as plain lines, one per state at least, the last one final
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"{run.job_id} ")]
+    assert len(lines) >= 2 and "%" in lines[0]
+    assert lines[-1].split("%", 1)[1].strip().startswith(job["state"].removeprefix("JOB_STATE_").lower())
     assert job["state"] in TERMINAL_STATES
     assert code == (0 if job["state"] in ("JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED") else 1)
     metrics = run.read_json("metrics.json")["metrics"]

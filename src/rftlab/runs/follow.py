@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -89,10 +90,32 @@ def refresh(record: RunRecord, clients: Clients) -> tuple[dict[str, Any], list[d
     return job, metrics
 
 
+PLAIN_LINE_EVERY_S = 30.0
+"""Without a terminal (a log file, CI), how often at most a job's progress is printed as a line of its own."""
+
+
+class PlainLines:
+    """Progress as plain lines, for output that is not a terminal (where the live bar shows nothing until the end):
+    a job's line on each state change, and at most every PLAIN_LINE_EVERY_S while its progress moves."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.shown: dict[str, tuple[str, str, float]] = {}
+
+    def show(self, job_id: str, state: str, percent: float, description: str) -> None:
+        last_state, last_description, last_time = self.shown.get(job_id, ("", "", -math.inf))
+        now = time.monotonic()
+        moved = description != last_description and now - last_time >= PLAIN_LINE_EVERY_S
+        if state != last_state or moved:
+            self.shown[job_id] = (state, description, now)
+            self.console.print(f"{job_id} {percent:3.0f}% {description}", markup=False, highlight=False)
+
+
 def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, quiet: bool = False) -> int:
-    """Poll every job until all have ended, printing the first warning each shows while it runs. Exit status 0
-    when all completed (or stopped early), else 1."""
+    """Poll every job until all have ended, printing the first warning each shows while it runs (and, when
+    stderr is not a terminal, progress lines). Exit status 0 when all completed (or stopped early), else 1."""
     console = Console(file=sys.stderr)
+    lines = PlainLines(console) if not console.is_terminal and not quiet else None
     states: dict[str, str] = {}
     warned: set[str] = set()
     progress = Progress(
@@ -122,9 +145,10 @@ def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, q
                 percent = (job.get("jobProgress") or {}).get("percent") or 0
                 if state in SUCCESSFUL_STATES:
                     percent = 100
-                progress.update(
-                    tasks[record.job_id], completed=percent, description=describe_progress(job, metrics)
-                )
+                description = describe_progress(job, metrics)
+                progress.update(tasks[record.job_id], completed=percent, description=description)
+                if lines:
+                    lines.show(record.job_id, state, percent, description)
                 warning = running_warning(job)
                 if warning and record.job_id not in warned and not quiet:
                     warned.add(record.job_id)
