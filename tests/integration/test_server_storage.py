@@ -5,8 +5,6 @@ from it. A URL the server cannot use stops it at start."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from server_harness import (
 )
 
 from rftlab import cli
+from rftlab.server import serve
 from rftlab.server.storage import FOLDER_MANIFEST
 
 
@@ -60,15 +59,10 @@ def test_a_dataset_missing_from_the_state_dir_is_read_back_from_the_bucket(serve
     assert len(rows) == 8 and local.read_bytes() == arithmetic_jsonl(8)
 
 
-def test_a_url_serve_cannot_use_stops_it_at_start(tmp_path: Path) -> None:
+def test_a_url_serve_cannot_use_stops_it_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for url, why in (("nope://bucket", "Protocol not known: nope"), ("memory://bucket", "cannot reach it")):
-        result = subprocess.run(
-            [sys.executable, "-m", "rftlab.server.serve", "--state-dir", str(tmp_path), "--storage-url", url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 2 and why in result.stderr, result.stderr
+        assert serve.main(["--state-dir", str(tmp_path), "--storage-url", url]) == 2
+        assert why in capsys.readouterr().err
 
 
 @pytest.mark.slow
