@@ -3,8 +3,9 @@
 evaluatorsV2 + :getUploadEndpoint + PUT + :validateUpload, built with its requirements.txt (eval-protocol) and
 polled until ACTIVE, then the job, trained to COMPLETED with rewards from the `@evaluation_test` function.
 
-Slow: eval-protocol is installed with uv into a venv of the test's own (and again, from uv's cache, into the
-evaluator's environment on the server). Skipped when it cannot be installed (no package index reachable).
+Slow: eval-protocol is installed with uv into a venv of the test's own, and again (from the package index, inside
+the sandbox, with a download cache of the build's own) into the evaluator's environment on the server. Skipped
+when it cannot be installed (no package index reachable).
 """
 
 from __future__ import annotations
@@ -80,9 +81,9 @@ def ep(tmp_path_factory, uv_cache) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, uv_cache):
+def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    with LocalServer.under(root, extra_env={"UV_CACHE_DIR": str(uv_cache)}) as running:
+    with LocalServer.under(root) as running:
         yield running
 
 
