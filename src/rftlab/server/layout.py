@@ -7,6 +7,9 @@
 <state>/accounts/<a>/evaluators/<e>/code the evaluator's source folder
 <state>/accounts/<a>/jobs/<j>/           checkpoints/, worker.log (and worker.log.1, the one before)
 <state>/accounts/<a>/models/<m>/         the output adapter (PEFT folder)
+
+With `rftlab serve --storage-url URL`, the accounts/ part is also kept under URL, each file at its path relative to
+the state dir (rftlab.server.storage), and a Ray node's cache has the same layout.
 """
 
 from __future__ import annotations
