@@ -146,3 +146,13 @@ def test_long_curves_are_drawn_as_a_trailing_moving_average():
     long_run = compare.Point("long", {}, "completed", rewards=[(s, float(s % 2)) for s in range(1, 101)])
     (line,) = compare.reward_figure([long_run], []).axes[0].get_lines()
     assert list(line.get_ydata())[-1] == pytest.approx(0.4)  # steps 96-100 give 0, 1, 0, 1, 0 (5% of 100)
+
+
+def test_a_job_that_measured_only_the_greedy_pass_shows_that_eval_reward(tmp_path):
+    sweep = tmp_path / "outputs" / "2026-01-01" / "11-00-00-000000"
+    final = {"eval_reward_greedy_before": 0.25, "eval_reward_greedy_after": 0.5}
+    record_run(sweep, "job-g", ["eval_passes=[greedy]", "training.lora_rank=8"], [0.1], final=final)
+    record_run(sweep, "job-s", ["eval_passes=[greedy]", "training.lora_rank=16"], [0.1], final={})
+    by_job = {p.job: p for p in compare.collect(sweep, refresh=False)}
+    assert (by_job["job-g"].eval_before, by_job["job-g"].eval_after) == (0.25, 0.5)
+    assert by_job["job-s"].eval_before is None

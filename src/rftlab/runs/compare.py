@@ -22,7 +22,7 @@ from rich.table import Column, Table
 from rftlab.fireworks.contract import FAILED, TERMINAL_STATES
 from rftlab.fireworks.redact import redact_text
 from rftlab.runs import overrides as ov
-from rftlab.runs.follow import final_metrics, short_state
+from rftlab.runs.follow import eval_rewards, final_metrics, short_state
 from rftlab.runs.records import RunRecord, find_runs, latest_launch
 
 CSV_NAME = "compare.csv"
@@ -70,8 +70,9 @@ def _submitted_point(record: RunRecord, job: dict[str, Any], metrics: list[dict[
     point.reward_last = _number(final.get("reward_last"))
     if point.reward_first is None and point.rewards:
         point.reward_first, point.reward_last = point.rewards[0][1], point.rewards[-1][1]
-    point.eval_before = _number(final.get("eval_reward_before"))
-    point.eval_after = _number(final.get("eval_reward_after"))
+    rewards = eval_rewards(final)
+    if rewards:
+        point.eval_before, point.eval_after = _number(rewards[0]), _number(rewards[1])
     training = job.get("trainingConfig") or record.request_body.get("trainingConfig", {})
     point.output_model = training.get("outputModel") or ""
     return point

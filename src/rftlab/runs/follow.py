@@ -41,12 +41,19 @@ def final_metrics(job: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def eval_change(final: dict[str, Any]) -> str:
-    """`before -> after` of the eval reward (the greedy pass's when the job measured only that one), or ""."""
+def eval_rewards(final: dict[str, Any]) -> tuple[float, float, str] | None:
+    """(before, after, label) of the eval reward: the sampled pass's, else the greedy one's (label " (greedy)")
+    for a job that measured only that pass; None when the job measured neither."""
     for key, label in (("eval_reward", ""), ("eval_reward_greedy", " (greedy)")):
         if f"{key}_before" in final and f"{key}_after" in final:
-            return f"{final[f'{key}_before']:.3f} -> {final[f'{key}_after']:.3f}{label}"
-    return ""
+            return final[f"{key}_before"], final[f"{key}_after"], label
+    return None
+
+
+def eval_change(final: dict[str, Any]) -> str:
+    """`before -> after` of the eval reward (the greedy pass's when the job measured only that one), or ""."""
+    rewards = eval_rewards(final)
+    return f"{rewards[0]:.3f} -> {rewards[1]:.3f}{rewards[2]}" if rewards else ""
 
 
 def running_warning(job: dict[str, Any]) -> str:
