@@ -1,7 +1,8 @@
 """`rftlab serve --executor ray` on a real multi-node Ray cluster on this machine (Ray's own test cluster: one head
 without CPUs and one-CPU worker nodes, every process on 127.0.0.1): a sweep spreads over the nodes, a job whose
-node dies resumes on another, a job with two rollout workers trains exactly as with one, and with a storage URL a
-job runs from a bucket, not the server's state dir, and resumes on another node from the checkpoint stored there."""
+node dies resumes on another, a job with two rollout workers trains exactly as with one, a job starts only
+where one node has room for its worker, and with a storage URL a job runs from a bucket, not the server's state dir,
+and resumes on another node from the checkpoint stored there."""
 
 from __future__ import annotations
 
@@ -62,16 +63,20 @@ def cluster() -> Iterator[object]:
                 os.environ[name] = value
 
 
-@pytest.fixture(scope="module")
-def server(cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    env = {
+def on_the_cluster(cluster) -> dict[str, str]:
+    """The environment of a server whose executor is the test cluster."""
+    return {
         **LOOPBACK_ENV,
         "RFTLAB_EXECUTOR": "ray",
         "RAY_ADDRESS": cluster.address,
         "RAY_TMPDIR": os.environ["RAY_TMPDIR"],
     }
+
+
+@pytest.fixture(scope="module")
+def server(cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     with LocalServer.under(
-        tmp_path_factory.mktemp("ray-server"), max_running_jobs=100, extra_env=env
+        tmp_path_factory.mktemp("ray-server"), max_running_jobs=100, extra_env=on_the_cluster(cluster)
     ) as server:
         with server.client() as client:
             add_training_inputs(client)
@@ -249,17 +254,87 @@ def test_rollout_workers_sample_with_the_current_weights_only(cluster) -> None:
         ray.shutdown()
 
 
+def test_the_room_check_finds_rollout_workers_on_their_nodes_and_keeps_room_for_those_to_come(
+    cluster,
+) -> None:
+    """Rollout workers that a job's worker (this process, here) started are counted on their nodes, whether or
+    not Ray's view of the nodes shows them yet, and room is kept for those it has yet to start."""
+    import ray
+    import torch
+
+    from rftlab.engine.adapter import attach_adapter
+    from rftlab.engine.models import choose_placement, load_base_model
+    from rftlab.engine.rollout_workers import RayRolloutWorkers
+    from rftlab.server.executors import JobResources, RayExecutor, RayWorker, ResourceOverrides
+    from rftlab.server.ray_view import read_view
+    from rftlab.server.store import Job
+
+    torch.set_num_threads(1)
+    base, _ = load_base_model("tiny-arith", choose_placement())
+    policy = attach_adapter(base, 8, None)
+    ray.init(address=cluster.address, logging_level="WARNING")
+    try:
+        wait_for(lambda: ray.available_resources().get("CPU") == 3.0, "the three worker nodes free", 60)
+        workers = RayRolloutWorkers(policy, "tiny-arith", count=2)
+        me = (os.getpid(), ray.get_runtime_context().get_node_id())
+        placed = sorted(node for _, node in ray.get([actor.place.remote() for actor in workers.actors]))
+        view, _ = read_view({}, {me})
+        assert sorted(view.rollout_workers[me]) == placed
+        executor = RayExecutor(cluster.address, ResourceOverrides(), 1 << 20)
+
+        def waiting_for(node_count: int, started_by: int) -> str | None:
+            """For a job of `node_count`, while this process is the worker (of no CPU) of a running job with
+            `started_by` rollout workers."""
+            executor._holding = [(RayWorker(ray, None, *me), JobResources(0.0, 0.0, None, started_by))]
+            spec = {"trainingConfig": {"baseModel": "tiny-arith"}, "nodeCount": node_count}
+            return executor.waiting_for(Job(seq=1, spec=spec))
+
+        assert waiting_for(1, started_by=2) is None  # on the third node
+        assert "the most free on one node is 0 CPU" in (
+            waiting_for(1, started_by=3) or ""
+        )  # kept for the third
+        assert (
+            "it needs 1 CPU on one node for its worker and 2 rollout workers of 1 CPU on any nodes; "
+            "the most free on one node is 1 CPU"
+        ) in (waiting_for(2, started_by=2) or "")
+        workers.close()
+    finally:
+        ray.shutdown()
+
+
+def test_a_job_waits_for_one_node_with_all_its_cpus(cluster, tmp_path: Path) -> None:
+    """Worker nodes of one CPU each, all free, do not run a job whose worker needs two: it waits, saying what it
+    needs and the most one node has, and starts on the first node with two CPUs that joins."""
+    with LocalServer.under(
+        tmp_path, max_running_jobs=100, extra_env=on_the_cluster(cluster), extra_args=["--job-cpus", "2"]
+    ) as server:
+        with server.client() as client:
+            add_training_inputs(client)
+            create_job(
+                client,
+                "local",
+                "two-cpus",
+                small_job("accounts/local/datasets/one-chunk", "accounts/local/evaluators/exact"),
+            )
+
+            def message() -> str:
+                return job_state(client, "local", "two-cpus")["status"]["message"]
+
+            waiting = "it needs 2 CPU on one node for its worker; the most free on one node is 1 CPU"
+            wait_for(lambda: waiting in message(), "the job to wait for room, saying so", 60)
+            assert len(worker_nodes(cluster)) >= 2 and not nodes_of(server, "two-cpus")
+            big = cluster.add_node(num_cpus=2)
+            job = wait_for(lambda: finished(client, "local", "two-cpus"), "the job to finish", 600)
+        cluster.remove_node(big)  # the next tests get one-CPU worker nodes again
+        assert job["state"] == "JOB_STATE_COMPLETED", job
+        assert nodes_of(server, "two-cpus") == [big.node_id]
+
+
 @pytest.fixture
 def bucket_server(cluster, tmp_path: Path) -> Iterator[tuple[LocalServer, Path]]:
     """A Ray server whose job files live in a bucket (`--storage-url file://...`), not in its state dir."""
     bucket = tmp_path / "bucket"
-    env = {
-        **LOOPBACK_ENV,
-        "RFTLAB_EXECUTOR": "ray",
-        "RAY_ADDRESS": cluster.address,
-        "RAY_TMPDIR": os.environ["RAY_TMPDIR"],
-        "RFTLAB_STORAGE_URL": f"file://{bucket}",
-    }
+    env = {**on_the_cluster(cluster), "RFTLAB_STORAGE_URL": f"file://{bucket}"}
     with LocalServer.under(tmp_path / "server", max_running_jobs=100, extra_env=env) as server:
         yield server, bucket
 
