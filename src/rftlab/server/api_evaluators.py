@@ -2,10 +2,11 @@
 the build, get, list, delete, and the build log.
 
 A build (unpack, install requirements.txt into the evaluator's environment, import the entry) runs off the request
-path on one of `MAX_PARALLEL_BUILDS` build threads, the others queued in order: the evaluator is BUILDING (its status
-says "queued" until a thread takes it) until it ends ACTIVE or BUILD_FAILED with the error. The request that starts a build waits up to `QUICK_BUILD_WAIT_S` for it, so a plain evaluator file (an
-import check of about a second) comes back ACTIVE at once; one whose requirements must be installed answers
-BUILDING and is polled, as on Fireworks. Each build writes a log (`:getBuildLogEndpoint` hands out its URL).
+path on one of `MAX_PARALLEL_BUILDS` build threads, the others queued in order: the evaluator is BUILDING (its
+status says "queued" until a thread takes it) until it ends ACTIVE or BUILD_FAILED with the error. The request that
+starts a build waits up to `QUICK_BUILD_WAIT_S` for it, so a plain evaluator file (an import check of about a
+second) comes back ACTIVE at once; one whose requirements must be installed answers BUILDING and is polled, as on
+Fireworks. Each build writes a log (`:getBuildLogEndpoint` hands out its URL).
 """
 
 from __future__ import annotations

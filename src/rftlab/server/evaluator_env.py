@@ -243,7 +243,7 @@ class Install:
         return self.env_dir
 
     def _uv(self, args: list[str]) -> None:
-        # The sandbox's own timeout is a backstop: `_check` ends the install at its deadline with a clearer reason.
+        # The sandbox's own timeout is a backstop: `_check` ends the install at its deadline, saying why.
         backstop_s = max(1.0, self.deadline - time.monotonic()) + 30
         try:
             finished = sandbox.run(
