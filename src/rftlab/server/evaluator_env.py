@@ -2,8 +2,8 @@
 own, built with uv and keyed by a hash of the requirements and the Python version, so evaluators with the same
 requirements share one (the first build installs, the next ones find it ready).
 
-The install is untrusted code's work too (a package's build script, or whatever a wheel's install runs), so uv
-runs in rftlab.sandbox like the evaluator itself: it reads the system, the Python install and any local package
+The install handles untrusted input too (the user's requirement lines, wheels that may hold anything, and where
+allowed a source distribution's setup code), so uv runs in rftlab.sandbox like the evaluator itself: it reads the system, the Python install and any local package
 folder the operator configured (UV_FIND_LINKS, a file:// index), writes only the folder being built (the
 environment and its own download cache) and a scratch HOME, and reaches the network only to fetch packages (none
 when UV_OFFLINE=1). `InstallSettings` bounds its time and disk. Only wheels are installed unless the operator
