@@ -259,15 +259,22 @@ def test_each_completed_checkpoint_is_stored_before_its_steps_are_reported_and_r
     save_checkpoint_like_the_engine(checkpoints, 3, complete=False)  # the node dies while saving it
     reporter.progress(50, 0, 2, 4, 10)
     assert first.folders(checkpoints) == ["step-000002"]
-    assert recorded.calls == ["rollouts", "step 2", "progress"]
+    fs, base = fsspec.core.url_to_fs(url)
+    half_stored = f"{base}/accounts/acct/jobs/job/checkpoints/step-000003"
+    fs.makedirs(half_stored, exist_ok=True)
+    fs.pipe_file(f"{half_stored}/state.pt", b"3")  # a store that stopped half-way
+    save_checkpoint_like_the_engine(checkpoints, 4)
+    reporter.step({"step": 4})
+    assert first.folders(checkpoints, complete=False) == ["step-000004"]
+    assert recorded.calls[:3] == ["rollouts", "step 2", "progress"]
 
     second = on(url, tmp_path / "node-b")
     copy = StateLayout(second.root).job_dir("acct", "job") / "checkpoints"
     save_checkpoint_like_the_engine(copy, 9)  # left on this node by a deleted job of the same name
-    assert fetch_checkpoint(second, copy) == "step-000002"
-    assert sorted(p.name for p in copy.iterdir() if not p.name.startswith(".")) == ["step-000002"]
-    assert (copy / "step-000002" / "adapter" / "adapter_model.safetensors").read_bytes() == bytes(2)
-    assert (copy / "step-000002" / "COMPLETE").exists()
+    assert fetch_checkpoint(second, copy) == "step-000004"
+    assert sorted(p.name for p in copy.iterdir() if not p.name.startswith(".")) == ["step-000004"]
+    assert (copy / "step-000004" / "adapter" / "adapter_model.safetensors").read_bytes() == bytes(4)
+    assert (copy / "step-000004" / "COMPLETE").exists()
 
 
 def test_a_nodes_log_continues_the_stored_one_and_is_copied_back(url, tmp_path, monkeypatch):

@@ -73,7 +73,7 @@ class StoringReporter:
             return
         newest = complete[-1]
         self.storage.put_dir(newest)
-        for name in self.storage.folders(self.checkpoint_dir):
+        for name in self.storage.folders(self.checkpoint_dir, complete=False):  # and any half-stored one
             if name != newest.name:
                 self.storage.delete(self.checkpoint_dir / name)
         for marker in self.checkpoint_dir.glob(f".{CHECKPOINT_PREFIX}*"):

@@ -195,11 +195,18 @@ class Storage:
         except FileNotFoundError:
             return None
 
-    def folders(self, path: Path) -> list[str]:
-        """The names of the complete folders directly under `path` in storage, sorted."""
+    def folders(self, path: Path, complete: bool = True) -> list[str]:
+        """The names of the complete folders (or with `complete` False, of all entries) directly under `path` in
+        storage, sorted."""
         if not self.remote:
             return sorted(child.name for child in path.iterdir() if child.is_dir()) if path.is_dir() else []
         fs, target = self._target(path)
+        if not complete:
+            return (
+                sorted(PurePosixPath(found).name for found in fs.ls(target, detail=False))
+                if fs.exists(target)
+                else []
+            )
         return sorted(PurePosixPath(found).parent.name for found in fs.glob(f"{target}/*/{FOLDER_MANIFEST}"))
 
     def delete(self, path: Path) -> None:
