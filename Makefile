@@ -5,9 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-slow test-all lint bench
+.PHONY: setup setup-ray demo test test-slow test-all lint bench
 
 setup: $(VENV)/.installed
+
+setup-ray: $(VENV)/.installed-ray
 
 # torch goes in first and pinned: this machine keeps its CPU wheel on disk, while a bare `torch` requirement
 # would fetch a multi-GB CUDA build.
@@ -18,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[local,dev]'
 	touch $@
 
+# the slow tier runs the Ray executor on a local multi-node Ray cluster: the ray extra, on top of setup
+$(VENV)/.installed-ray: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[local,dev,ray]'
+	touch $@
+
 demo: setup
 	$(BIN)/rftlab launch wait=true
 
@@ -26,8 +33,9 @@ test: setup
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/pytest -q -m "not slow"
 
-test-slow: setup
-	$(BIN)/pytest -q -m slow
+# RFTLAB_REQUIRE_RAY=1: a missing Ray stops the run instead of skipping the Ray executor's tests
+test-slow: setup-ray
+	RFTLAB_REQUIRE_RAY=1 $(BIN)/pytest -q -m slow
 
 test-all: test test-slow
 

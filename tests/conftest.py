@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
 
 FIREWORKS_KEY_MARKER = "fw-marker-SECRET-4f1c9a"
 WANDB_KEY_MARKER = "wandb-marker-SECRET-77ab03"
+REQUIRE_RAY_ENV = "RFTLAB_REQUIRE_RAY"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With RFTLAB_REQUIRE_RAY=1 (CI, `make test-slow`) a missing Ray stops the run, where the Ray executor's tests
+    would otherwise skip."""
+    if os.environ.get(REQUIRE_RAY_ENV) == "1" and importlib.util.find_spec("ray") is None:
+        raise pytest.UsageError(
+            f"{REQUIRE_RAY_ENV}=1 but Ray is not installed: `make setup-ray` (pip install -e '.[local,dev,ray]')"
+        )
 
 
 @pytest.fixture(autouse=True)
