@@ -161,7 +161,7 @@ function jobsTable(jobs) {
       el("td", {}, stateBadge(job.state)),
       el("td", {}, el("progress", { max: "100", value: String(progress.percent || 0) }),
         ` ${progress.step || 0}/${progress.totalSteps || "?"}`),
-      el("td", { text: out.eval_reward_before === undefined ? "–" : `${num(out.eval_reward_before)} → ${num(out.eval_reward_after)}` }),
+      el("td", { text: evalChange(out) ?? "–" }),
       el("td", { text: num(out.reward_last) }),
       el("td", {}, el("a", { href: `/dashboard/sweeps/${encodeURIComponent(label)}`, text: label })),
       el("td", { text: when(job.createTime) })));
@@ -183,8 +183,16 @@ function jobsPage() {
 
 // ---- one job --------------------------------------------------------------------------------------------------
 
-const SETTINGS_KEYS = ["dataset", "evaluationDataset", "evaluator", "evalAutoCarveout", "trainingConfig",
-  "inferenceParameters", "lossConfig", "chunkSize", "mcpServer", "wandbConfig"];
+const SETTINGS_KEYS = ["dataset", "evaluationDataset", "evaluator", "evalAutoCarveout", "evalPasses",
+  "trainingConfig", "inferenceParameters", "lossConfig", "chunkSize", "mcpServer", "wandbConfig"];
+
+// "before → after" of the eval reward: the sampled pass's, else the greedy one's for a job that measured only that
+function evalChange(out) {
+  for (const [key, label] of [["eval_reward", ""], ["eval_reward_greedy", " (greedy)"]]) {
+    if (out[`${key}_before`] !== undefined) return `${num(out[`${key}_before`])} → ${num(out[`${key}_after`])}${label}`;
+  }
+  return null;
+}
 
 function resourceLink(name) {
   const kind = (name || "").split("/")[2];
@@ -429,14 +437,13 @@ function jobPage() {
     fill(head, el("h1", {}, jobId, " ", stateBadge(job.state)),
       el("p", {}, el("progress", { max: "100", value: String(progress.percent || 0) }),
         ` step ${progress.step || 0} of ${progress.totalSteps || "?"} · ${job.status?.message || ""}`),
-      out.eval_reward_before !== undefined
-        ? el("p", { id: "eval-summary", text: `eval reward ${num(out.eval_reward_before)} → ${num(out.eval_reward_after)}` }) : null,
+      evalChange(out) ? el("p", { id: "eval-summary", text: `eval reward ${evalChange(out)}` }) : null,
       job.wandbConfig?.url ? el("p", {}, "W&B run: ", el("code", { text: job.wandbConfig.url })) : null);
     reward.draw(series(rows, ["reward_mean"]));
     const evalData = series(rows, ["eval_reward", "eval_reward_greedy"]);
-    if (out.eval_reward_before !== undefined && !evalData[0].includes(0)) {
+    if (evalChange(out) && !evalData[0].includes(0)) {
       evalData[0].unshift(0);
-      evalData[1].unshift(out.eval_reward_before);
+      evalData[1].unshift(out.eval_reward_before ?? null);
       evalData[2].unshift(out.eval_reward_greedy_before ?? null);
     }
     evalReward.draw(evalData);
