@@ -18,6 +18,7 @@ from rftlab.server.storage import Storage, node_cache_root
 
 CHECKPOINT_PREFIX = "step-"
 LOG_COPY_INTERVAL_S = 5.0
+LOG_SETTLE_S = 1.0
 
 
 def note(line: str) -> None:
@@ -113,7 +114,9 @@ class LogCopy:
     def copy(self, final: bool = False) -> None:
         if not final and time.monotonic() - self._copied_at < LOG_COPY_INTERVAL_S:
             return
-        size = self.path.stat().st_size if self.path.is_file() else -1
+        if final:  # the worker's last lines still pass through the log's pipe thread after it exits
+            self._until_still(LOG_SETTLE_S)
+        size = self._size()
         if size < 0 or size == self._copied_size:
             return
         try:
@@ -122,3 +125,12 @@ class LogCopy:
             print(f"copying {self.path.name} to {self.storage.url} failed: {error}", file=sys.stderr)
             return
         self._copied_at, self._copied_size = time.monotonic(), size
+
+    def _size(self) -> int:
+        return self.path.stat().st_size if self.path.is_file() else -1
+
+    def _until_still(self, most_s: float) -> None:
+        deadline, last = time.monotonic() + most_s, -2
+        while (size := self._size()) != last and time.monotonic() < deadline:
+            last = size
+            time.sleep(0.1)
