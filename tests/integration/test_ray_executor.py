@@ -266,7 +266,7 @@ def test_the_room_check_finds_rollout_workers_on_their_nodes_and_keeps_room_for_
     from rftlab.engine.models import choose_placement, load_base_model
     from rftlab.engine.rollout_workers import RayRolloutWorkers
     from rftlab.server.executors import JobResources, RayExecutor, RayWorker, ResourceOverrides
-    from rftlab.server.ray_view import read_view
+    from rftlab.server.ray_view import cluster_view
     from rftlab.server.store import Job
 
     while len(worker_nodes(cluster)) < 3:  # as the tests before this one leave it
@@ -281,7 +281,7 @@ def test_the_room_check_finds_rollout_workers_on_their_nodes_and_keeps_room_for_
         workers = RayRolloutWorkers(policy, "tiny-arith", count=2)
         me = (os.getpid(), ray.get_runtime_context().get_node_id())
         placed = sorted(node for _, node in ray.get([actor.place.remote() for actor in workers.actors]))
-        view, _ = read_view({}, {me})
+        view = cluster_view({}, {me})
         assert sorted(view.rollout_workers[me]) == placed
         executor = RayExecutor(cluster.address, ResourceOverrides(), 1 << 20)
 

@@ -187,10 +187,10 @@ class RayExecutor:
         lags the actors placed a moment ago and knows nothing of the rollout workers a running job has yet to
         start: so each node's room is also counted after what this server's running jobs hold on it, and their
         rollout workers not started yet have their room set aside first."""
-        ray = self._connect()
+        self._connect()
         self._holding = [(worker, needs) for worker, needs in self._holding if worker.returncode is None]
         owners = {(worker.pid, worker.node) for worker, needs in self._holding if needs.rollout_actors}
-        view = cluster_view(ray, self._driver_pids, owners)
+        view = cluster_view(self._driver_pids, owners)
         held: dict[str, Amounts] = {}
         reserved: list[Amounts] = []
         for worker, needs in self._holding:

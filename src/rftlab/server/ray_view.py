@@ -4,7 +4,6 @@ reads it, before it sums the nodes up; and where the rollout workers of running 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rftlab.server.placement import Amounts
 
@@ -22,12 +21,11 @@ class ClusterView:
     """(pid, node id) of a job worker -> the nodes of the live rollout workers it started."""
 
 
-def read_view(
-    driver_pids: dict[str, int], owners: set[tuple[int, str]]
-) -> tuple[ClusterView, dict[str, int]]:
-    """The view from a process connected to the cluster; the rollout workers are looked up only for `owners`
-    (job workers as (pid, node id)). `driver_pids` (Ray job id -> its driver's pid, which never changes) is read
-    again only when a rollout worker belongs to a Ray job it lacks; returned as updated."""
+def cluster_view(driver_pids: dict[str, int], owners: set[tuple[int, str]]) -> ClusterView:
+    """The view from this process, connected to the cluster (not through Ray Client: the control store is out of
+    its reach). The rollout workers are looked up only for `owners` (job workers as (pid, node id));
+    `driver_pids` (Ray job id -> its driver's pid, which never changes) is read again, in place, only when a
+    rollout worker belongs to a Ray job it lacks."""
     from ray._private import state
 
     rollout_workers: dict[tuple[int, str], list[str]] = {}
@@ -38,26 +36,11 @@ def read_view(
             if actor["ActorClassName"] == ROLLOUT_WORKER_CLASS
         ]
         if any(actor["JobID"] not in driver_pids for actor in actors):
-            driver_pids = {job["JobID"]: job["DriverPid"] for job in state.jobs()}
+            driver_pids.update((job["JobID"], job["DriverPid"]) for job in state.jobs())
         for actor in actors:
             owner = (driver_pids.get(actor["JobID"], 0), actor["OwnerAddress"]["NodeID"])
             if owner in owners:
                 rollout_workers.setdefault(owner, []).append(actor["Address"]["NodeID"])
-    view = ClusterView(
+    return ClusterView(
         state.available_resources_per_node(), state.total_resources_per_node(), rollout_workers
     )
-    return view, driver_pids
-
-
-def cluster_view(ray: Any, driver_pids: dict[str, int], owners: set[tuple[int, str]]) -> ClusterView:
-    """`read_view` here, or, for a server connected through Ray Client (ray://), in a task on the cluster (the
-    control store is not reachable from a client); `driver_pids` is updated in place."""
-    from ray.util.client import ray as ray_client
-
-    if ray_client.is_connected():
-        task = ray.remote(num_cpus=0)(read_view)
-        view, known = ray.get(task.remote(driver_pids, owners))
-    else:
-        view, known = read_view(driver_pids, owners)
-    driver_pids.update(known)
-    return view
