@@ -12,7 +12,7 @@ import httpx
 
 from rftlab.paths import state_dir
 from rftlab.sandbox.host import ALLOW_UNSANDBOXED_ENV
-from rftlab.server.clean_env import clean_environment
+from rftlab.server.clean_env import PASSED_TO_UV, clean_environment
 from rftlab.server.layout import StateLayout
 
 START_TIMEOUT_S = 60.0
@@ -67,8 +67,10 @@ def ensure_local_server(base_url: str) -> None:
 
 
 def server_environment() -> dict[str, str]:
+    """The allowlist, plus how uv reaches packages (the server's evaluator builds use it; its workers do not)."""
     opt_in = os.environ.get(ALLOW_UNSANDBOXED_ENV)
-    return clean_environment(**({ALLOW_UNSANDBOXED_ENV: opt_in} if opt_in else {}))
+    uv = {name: os.environ[name] for name in PASSED_TO_UV if name in os.environ}
+    return clean_environment(**uv, **({ALLOW_UNSANDBOXED_ENV: opt_in} if opt_in else {}))
 
 
 def _tail(layout: StateLayout, lines: int = 5) -> str:

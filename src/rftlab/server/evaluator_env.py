@@ -35,6 +35,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from uv import find_uv_bin
 
 from rftlab import sandbox
+from rftlab.server.clean_env import PASSED_TO_UV
 from rftlab.server.evaluator_build import BuildError
 
 ENVS_DIRNAME = "evaluator-envs"
@@ -42,24 +43,6 @@ READY_MARKER = "rftlab-ready"
 MAX_ENV_FILES = 300_000
 """Files and folders one environment (with its download cache) may hold while it installs: bounds the time a
 disk check takes, and the inodes a hostile build can use."""
-PASSED_TO_UV = (
-    "UV_INDEX_URL",
-    "UV_DEFAULT_INDEX",
-    "UV_EXTRA_INDEX_URL",
-    "UV_FIND_LINKS",
-    "UV_OFFLINE",
-    "UV_NATIVE_TLS",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-)
-"""How the operator points uv at an index, a wheel folder or a proxy. Not UV_CACHE_DIR: every install has a cache
-of its own, since a cache shared between builds would let one build plant files in another's environment."""
 LOCAL_SOURCES = (
     "UV_FIND_LINKS",
     "UV_INDEX_URL",
