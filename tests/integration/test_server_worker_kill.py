@@ -21,6 +21,8 @@ from server_harness import (
     worker_pids,
 )
 
+from rftlab.fireworks.contract import COMPLETED, PENDING, RUNNING, VALIDATING
+
 pytestmark = pytest.mark.slow
 
 A = "/v1/accounts/local"
@@ -45,6 +47,10 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(server):
             lambda: finished(client, "local", "killed-worker"), "the job to finish", timeout_s=400
         )
         assert done["state"] == "JOB_STATE_COMPLETED", done["status"]
+        history = client.get(f"{A}/reinforcementFineTuningJobs/killed-worker/stateHistory").json()
+        states = [entry["state"] for entry in history["stateHistory"]]
+        assert states == [PENDING, VALIDATING, RUNNING, PENDING, VALIDATING, RUNNING, COMPLETED], states
+        assert history["stateHistory"][3]["message"].startswith("interrupted ("), "the requeue says why"
         after = job_metrics(client, "local", "killed-worker")
         assert [m["step"] for m in after] == list(range(1, 5))
         # Steps finished before the kill were checkpointed and are not redone: their records are untouched.
