@@ -1,5 +1,6 @@
-"""A job's state history on a real `rftlab serve`: every state it entered, in order, with its time and status
-message, from a queued job cancelled and resumed to a job that really ran, was cancelled, resumed and completed."""
+"""A job's state history on a real `rftlab serve`: a job that really ran, was cancelled, resumed and completed shows
+every state it entered, in order, with its time and status message; no other account reads it. (A queued job
+cancelled and resumed: test_server_api.py; a worker killed and the job requeued: test_server_worker_kill.py.)"""
 
 from __future__ import annotations
 
@@ -9,19 +10,18 @@ import pytest
 from server_harness import (
     DATASET,
     EVALUATOR,
-    arithmetic_jsonl,
-    create_evaluator,
     create_job,
     finished,
     job_state,
     small_job,
-    upload_dataset,
     wait_for,
 )
 
 from rftlab.fireworks.contract import CANCELLED, COMPLETED, PENDING, RUNNING, VALIDATING
 
 JOBS = "/v1/accounts/local/reinforcementFineTuningJobs"
+
+pytestmark = pytest.mark.slow
 
 
 def history(client, job_id: str) -> list[dict]:
@@ -35,42 +35,6 @@ def in_time_order(entries: list[dict]) -> bool:
     return times == sorted(times)
 
 
-def test_a_queued_job_cancelled_and_resumed_shows_each_state_it_entered(server, client):
-    assert upload_dataset(client, "local", "rows", arithmetic_jsonl(8)).status_code == 200
-    create_evaluator(client, "local", "exact")
-    create_job(
-        client,
-        "local",
-        "queued",
-        small_job("accounts/local/datasets/rows", "accounts/local/evaluators/exact"),
-    )
-    assert client.post(f"{JOBS}/queued:cancel").status_code == 200
-    assert client.post(f"{JOBS}/queued:resume").status_code == 200
-    entries = history(client, "queued")
-    assert [(e["state"], e["message"]) for e in entries] == [
-        (PENDING, "queued"),
-        (CANCELLED, "cancelled before it started"),
-        (PENDING, "resumed: queued to continue from its last checkpoint"),
-    ]
-    assert in_time_order(entries)
-    assert entries[-1]["time"] == job_state(client, "local", "queued")["updateTime"]
-
-
-def test_the_history_is_the_accounts_own(server, client):
-    other_key = server.add_account("history-other")
-    with server.client(other_key) as other:
-        assert other.get(f"{JOBS}/queued/stateHistory").status_code == 404
-        assert (
-            other.get(
-                "/v1/accounts/history-other/reinforcementFineTuningJobs/queued/stateHistory"
-            ).status_code
-            == 404
-        )
-    assert client.get(f"{JOBS}/queued/stateHistory", headers={"Authorization": ""}).status_code == 401
-    assert client.get(f"{JOBS}/nobody/stateHistory").status_code == 404
-
-
-@pytest.mark.slow
 def test_a_job_that_ran_was_cancelled_and_resumed_shows_those_transitions_in_order(training_server):
     with training_server.client() as client:
         create_job(client, "local", "stop-and-go", small_job(DATASET, EVALUATOR))
@@ -98,3 +62,7 @@ def test_a_job_that_ran_was_cancelled_and_resumed_shows_those_transitions_in_ord
     assert "cancelled" in messages[3] and messages[4].startswith("resumed")
     assert in_time_order(entries)
     assert entries[0]["time"] == job["createTime"] and entries[-1]["time"] == job["updateTime"]
+    with training_server.client(training_server.add_account("history-other")) as other:
+        assert other.get(f"{JOBS}/stop-and-go/stateHistory").status_code == 404
+        own_path = "/v1/accounts/history-other/reinforcementFineTuningJobs/stop-and-go/stateHistory"
+        assert other.get(own_path).status_code == 404

@@ -18,6 +18,8 @@ from server_harness import (
     upload_dataset,
 )
 
+from rftlab.fireworks.contract import CANCELLED, PENDING
+
 A = "/v1/accounts/local"
 
 
@@ -398,11 +400,23 @@ def test_cancel_resume_and_delete_of_a_queued_job(client, ready):
     assert (
         not_resumable.status_code == 400 and "only FAILED or CANCELLED" in error_of(not_resumable)["message"]
     )
+    history = client.get(f"{A}/reinforcementFineTuningJobs/queued/stateHistory").json()["stateHistory"]
+    assert [(entry["state"], entry["message"]) for entry in history] == [
+        (PENDING, "queued"),
+        (CANCELLED, "cancelled before it started"),
+        (PENDING, "resumed: queued to continue from its last checkpoint"),
+    ]
+    assert [entry["time"] for entry in history] == [
+        resumed["createTime"],
+        cancelled["completedTime"],
+        resumed["updateTime"],
+    ]
     in_use = client.delete(f"{A}/datasets/rows")
     assert in_use.status_code == 400 and "queued" in error_of(in_use)["message"]
     assert client.delete(f"{A}/reinforcementFineTuningJobs/queued").status_code == 200
     assert client.get(f"{A}/reinforcementFineTuningJobs/queued").status_code == 404
     assert client.get(f"{A}/reinforcementFineTuningJobs/queued/metrics").status_code == 404
+    assert client.get(f"{A}/reinforcementFineTuningJobs/queued/stateHistory").status_code == 404
 
 
 def test_unknown_routes_answer_in_the_same_error_shape(client):
