@@ -41,7 +41,8 @@ class CallTiming(NamedTuple):
 
     @property
     def waited_s(self) -> float:
-        """Time off a core by the evaluator's own doing: sleeping, I/O, the network, a remote judge."""
+        """Time off a core by the evaluator's own doing: sleeping, I/O, the network, a remote judge (and a child
+        process's turns waiting for a core, which only the child's own schedstat could tell apart)."""
         return max(0.0, self.wall_s - self.runnable_s - self.cpu_s)
 
     @classmethod
@@ -70,7 +71,7 @@ class CallClock:
             self._schedstat = None
 
     def reading(self) -> CallTiming:
-        waited_for = os.times()  # the cheapest reading of the children's CPU time (getrusage takes 3x longer)
+        waited_for = os.times()  # the children's CPU time at a quarter of getrusage's cost
         cpu_s = time.process_time() + waited_for.children_user + waited_for.children_system
         return CallTiming(time.monotonic(), cpu_s, self._runnable_s())
 
