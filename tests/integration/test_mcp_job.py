@@ -69,3 +69,9 @@ def test_a_job_naming_a_registered_mcp_server_runs_tool_rollouts_against_it(tmp_
         assert 0 < len(rollouts) <= ROWS * K  # the kept sample of the step's rollouts
         assert all(r["turns"] >= 1 and "tool_calls" in r for r in rollouts)
         assert sum(r["tool_calls"] for r in rollouts) > 0 and stats["calls"] > 0
+        for (
+            rollout
+        ) in rollouts:  # what it trained on: each of the model's turns, no tool result, not the prompt
+            marks = list(zip(rollout["messages"], rollout["trained_tokens"], strict=True))
+            assert [(m["role"], n) for m, n in marks[:1]] == [("user", None)]
+            assert all(n > 0 if m["role"] == "assistant" else n == 0 for m, n in marks[1:]), marks
