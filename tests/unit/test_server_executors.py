@@ -72,7 +72,14 @@ def test_serve_flags_become_the_executor_setting(monkeypatch):
 
 @pytest.mark.parametrize(
     ("argv", "error"),
-    [(["--job-cpus", "-1"], "--job-cpus must be 0 or more"), ([], "must be one of local, ray, not 'slurm'")],
+    [
+        (["--job-cpus", "-1"], "--job-cpus must be 0 or more"),
+        ([], "must be one of local, ray, not 'slurm'"),
+        (
+            ["--executor", "ray", "--ray-address", "ray://head:10001"],
+            "Ray Client addresses are not supported",
+        ),
+    ],
 )
 def test_bad_executor_flags_are_named(monkeypatch, argv, error):
     monkeypatch.setenv("RFTLAB_EXECUTOR", "slurm" if not argv else "local")

@@ -367,7 +367,7 @@ def add_executor_flags(parser: argparse.ArgumentParser) -> None:
         "--ray-address",
         default=None,
         metavar="ADDR",
-        help="the Ray cluster (host:port of its head, or ray://...); default: $RAY_ADDRESS, else 'auto'",
+        help="the Ray cluster (host:port of its head); default: $RAY_ADDRESS, else 'auto'",
     )
     group.add_argument("--job-cpus", type=float, default=None, help="CPUs per job (ray; default 1)")
     group.add_argument(
@@ -390,11 +390,18 @@ def executor_setting_from(args: argparse.Namespace) -> ExecutorSetting:
         )
     if args.executor == "local":
         return ExecutorSetting()
+    address = args.ray_address or os.environ.get(RAY_ADDRESS_ENV) or "auto"
+    if address.startswith(
+        "ray://"
+    ):  # the room check reads each node from the control store, out of a client's reach
+        raise ValueError(
+            f"--ray-address (or ${RAY_ADDRESS_ENV}) {address}: Ray Client addresses are not supported; give the "
+            "head node's host:port and run rftlab serve where it reaches the cluster"
+        )
     try:
         import ray  # noqa: F401
     except ImportError:
         raise ValueError(f"--executor ray needs Ray: {RAY_INSTALL}") from None
-    address = args.ray_address or os.environ.get(RAY_ADDRESS_ENV) or "auto"
     return ExecutorSetting("ray", address, args.job_cpus, args.job_gpus, args.job_memory_gb)
 
 
