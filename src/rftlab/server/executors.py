@@ -391,9 +391,8 @@ def executor_setting_from(args: argparse.Namespace) -> ExecutorSetting:
     if args.executor == "local":
         return ExecutorSetting()
     address = args.ray_address or os.environ.get(RAY_ADDRESS_ENV) or "auto"
-    if address.startswith(
-        "ray://"
-    ):  # the room check reads each node from the control store, out of a client's reach
+    # the room check reads each node from the cluster's control store, out of a Ray Client's reach
+    if address.startswith("ray://"):
         raise ValueError(
             f"--ray-address (or ${RAY_ADDRESS_ENV}) {address}: Ray Client addresses are not supported; give the "
             "head node's host:port and run rftlab serve where it reaches the cluster"
