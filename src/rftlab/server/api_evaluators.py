@@ -263,11 +263,7 @@ def _build(
 
 
 def install_settings(ctx: ServerContext) -> InstallSettings:
-    return InstallSettings(
-        timeout_s=ctx.limits.evaluator_install_minutes * 60,
-        max_bytes=ctx.limits.evaluator_env_bytes,
-        allow_sdists=ctx.limits.evaluator_sdists,
-    )
+    return InstallSettings.within(ctx.limits)
 
 
 def _set_state(

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -37,8 +37,11 @@ from uv import find_uv_bin
 from rftlab import sandbox
 from rftlab.server.clean_env import PASSED_TO_UV
 from rftlab.server.evaluator_build import BuildError
+from rftlab.server.limits import ServerLimits
+from rftlab.server.store import ServerSetting, Store
 
 ENVS_DIRNAME = "evaluator-envs"
+INSTALL_SETTING = "evaluatorInstall"
 READY_MARKER = "rftlab-ready"
 MAX_ENV_FILES = 300_000
 """Files and folders one environment (with its download cache) may hold while it installs: bounds the time a
@@ -75,6 +78,28 @@ class InstallSettings:
     """Disk for the environment and its download cache together, checked every second; no file may be larger."""
     allow_sdists: bool = False
     """Build requirements that have no wheel from source (their setup code runs inside the sandbox)."""
+
+    @classmethod
+    def within(cls, limits: ServerLimits) -> InstallSettings:
+        return cls(
+            timeout_s=limits.evaluator_install_minutes * 60,
+            max_bytes=limits.evaluator_env_bytes,
+            allow_sdists=limits.evaluator_sdists,
+        )
+
+
+def save_install_settings(store: Store, settings: InstallSettings) -> None:
+    """Kept in the database like the executor and the storage URL: a job's worker that builds an evaluator's
+    environment on its node (with a storage URL) reads them, so that build has the server's bounds."""
+    with store.session() as session:
+        session.merge(ServerSetting(name=INSTALL_SETTING, value=asdict(settings)))
+
+
+def configured_install_settings(store: Store) -> InstallSettings:
+    """The install settings `rftlab serve` was started with (the defaults when none were saved)."""
+    with store.reading() as session:
+        stored = session.get(ServerSetting, INSTALL_SETTING)
+        return InstallSettings(**stored.value) if stored is not None else InstallSettings()
 
 
 def read_requirements(code_dir: Path) -> list[str]:

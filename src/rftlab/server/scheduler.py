@@ -29,7 +29,12 @@ from rftlab.server.job_secrets import unseal
 from rftlab.server.layout import StateLayout
 from rftlab.server.limits import ServerLimits
 from rftlab.server.server_key import SERVER_KEY_ENV, server_key_text
-from rftlab.server.storage import configured_storage, storage_credentials
+from rftlab.server.storage import (
+    UNAVAILABLE_EXIT,
+    UNAVAILABLE_PREFIX,
+    configured_storage,
+    storage_credentials,
+)
 from rftlab.server.store import DATABASE_URL_ENV, Job, Store
 from rftlab.server.uploads import expire_uploads
 
@@ -180,6 +185,9 @@ class Scheduler:
                     continue  # finished normally (the worker recorded it) or deleted
                 if code < 0:
                     self._requeue(job, f"its worker was killed by signal {-code}")
+                elif code == UNAVAILABLE_EXIT:  # the storage failed it; its status message says how
+                    said = job.status_message or ""
+                    self._requeue(job, said if said.startswith(UNAVAILABLE_PREFIX) else "the storage failed")
                 else:
                     self._fail(
                         job,

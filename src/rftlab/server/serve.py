@@ -26,6 +26,7 @@ from typing import IO
 from rftlab import sandbox
 from rftlab.paths import state_dir
 from rftlab.server.accounts import create_key, ensure_local_account
+from rftlab.server.evaluator_env import InstallSettings, save_install_settings
 from rftlab.server.executors import (
     ExecutorSetting,
     add_executor_flags,
@@ -145,6 +146,7 @@ def _run(
         return 1
     save_executor_setting(store, executor_setting)
     save_storage_setting(store, storage_url)
+    save_install_settings(store, InstallSettings.within(limits_from(args)))
     app = create_app(store, layout, args.max_running_jobs, limits_from(args))
     layout.pid_file.write_text(f"{os.getpid()}\n")
     address = f"http://{args.host}:{args.port}"

@@ -51,6 +51,18 @@ class StorageMissing(StorageError, FileNotFoundError):
     pass
 
 
+class StorageUnavailable(StorageError):
+    """The storage kept failing (a network blip, throttling, a lost mount, or a bucket or permission that is
+    gone): the job's worker ends with UNAVAILABLE_EXIT and the scheduler queues the job again."""
+
+
+UNAVAILABLE_EXIT = 75
+"""A job worker's exit status when the storage failed it (EX_TEMPFAIL): its job goes back to the queue, to resume
+from its last stored checkpoint, as when its worker dies."""
+UNAVAILABLE_PREFIX = "the storage failed: "
+"""How such a worker's last status message starts: the scheduler gives it as the reason of the requeue."""
+
+
 @lru_cache(maxsize=8)
 def _filesystem(url: str) -> tuple[Any, str]:
     from fsspec.core import url_to_fs

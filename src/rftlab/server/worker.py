@@ -5,6 +5,8 @@ from the environment at once). It builds the engine's `JobInputs` from the store
 `rftlab.engine.job.run_job`, writes every step's metrics and the progress through the store as they arrive, sends a
 heartbeat, and records how the job ended. It dies with the server (PR_SET_PDEATHSIG), so a killed server leaves no
 orphan training; the next start resumes the job from its last checkpoint. A cancel ends it within a heartbeat.
+When the storage keeps failing (server/job_storage.py), it ends with UNAVAILABLE_EXIT, saying why in the job's
+status message, and the scheduler queues the job again.
 """
 
 from __future__ import annotations
@@ -32,12 +34,20 @@ from rftlab.server.api_mcp_servers import tool_settings
 from rftlab.server.api_secrets import account_secrets
 from rftlab.server.dataset_check import read_rows
 from rftlab.server.evaluator_build import BuildError
+from rftlab.server.evaluator_env import configured_install_settings
 from rftlab.server.job_spec import engine_settings
-from rftlab.server.job_storage import StoringReporter, fetch_checkpoint, node_evaluator_python
+from rftlab.server.job_storage import StoringReporter, fetch_checkpoint, node_evaluator_python, retried
 from rftlab.server.layout import StateLayout
 from rftlab.server.rollouts import store_rollouts
 from rftlab.server.server_key import SERVER_KEY_ENV, install_server_key
-from rftlab.server.storage import Storage, StorageMissing, configured_storage
+from rftlab.server.storage import (
+    UNAVAILABLE_EXIT,
+    UNAVAILABLE_PREFIX,
+    Storage,
+    StorageMissing,
+    StorageUnavailable,
+    configured_storage,
+)
 from rftlab.server.store import DATABASE_URL_ENV, Job, JobMetric, Resource, Store, find_resource
 
 HEARTBEAT_INTERVAL_S = 2.0
@@ -193,15 +203,15 @@ def build_inputs(store: Store, storage: Storage, job: Job) -> JobInputs:
     def rows(name: str) -> list[dict[str, Any]]:
         _resource(store, account, "datasets", name)
         path = layout.dataset_file(account, name.rsplit("/", 1)[-1])
-        storage.fetch_file(path)
+        retried(storage, "fetching", path, lambda: storage.fetch_file(path))
         return read_rows(path)
 
     evaluator = _resource(store, account, "evaluators", spec["evaluator"])
     entry_file, _, entry_func = evaluator.body["entryPoint"].partition("::")
     code_root = layout.evaluator_code(account, evaluator.resource_id)
-    storage.fetch_dir(code_root)
+    retried(storage, "fetching", code_root, lambda: storage.fetch_dir(code_root))
     try:
-        python = node_evaluator_python(storage, code_root)
+        python = node_evaluator_python(storage, code_root, configured_install_settings(store))
     except BuildError as error:
         raise JobFailed(f"evaluator {spec['evaluator']}: {error}") from None
     training = spec["trainingConfig"]
@@ -209,7 +219,8 @@ def build_inputs(store: Store, storage: Storage, job: Job) -> JobInputs:
     if training.get("warmStartFrom"):
         start = _resource(store, account, "models", training["warmStartFrom"])
         base_model, warm_start_adapter = start.body["baseModel"], layout.model_dir(account, start.resource_id)
-        storage.fetch_dir(warm_start_adapter)
+        adapter = warm_start_adapter
+        retried(storage, "fetching", adapter, lambda: storage.fetch_dir(adapter))
     job_dir = layout.job_dir(account, job.job_id)
     return JobInputs(
         settings=engine_settings(spec, tool_settings(store, layout, account, spec)),
@@ -233,7 +244,7 @@ def _register_model(store: Store, storage: Storage, job: Job, inputs: JobInputs)
     config_file = inputs.output_dir / "adapter_config.json"
     if not config_file.is_file():
         return
-    storage.put_dir(inputs.output_dir)
+    retried(storage, "storing", inputs.output_dir, lambda: storage.put_dir(inputs.output_dir))
     adapter = json.loads(config_file.read_text())
     output_name = job.spec["trainingConfig"]["outputModel"]
     model_id = output_name.rsplit("/", 1)[-1]
@@ -302,7 +313,21 @@ def _set_running(store: Store, job: Job) -> bool:
         return result.rowcount == 1
 
 
-def run(store: Store, storage: Storage, job_seq: int) -> None:
+def _storage_failed(store: Store, job_seq: int, error: StorageUnavailable) -> int:
+    """Say why in the worker's log and the job's status message (the scheduler's reason to queue it again)."""
+    message = f"{UNAVAILABLE_PREFIX}{error}"
+    print(f"{message}\nending this worker: the job goes back to the queue", file=sys.stderr, flush=True)
+    with store.session() as session:
+        session.execute(
+            update(Job)
+            .where(Job.seq == job_seq, Job.worker_pid == os.getpid())
+            .values(status_message=message, update_time=time.time())
+        )
+    return UNAVAILABLE_EXIT
+
+
+def run(store: Store, storage: Storage, job_seq: int) -> int:
+    """The job's run; this process's exit status (UNAVAILABLE_EXIT when the storage failed it)."""
     job = _wait_until_claimed(store, job_seq)
     layout = StateLayout(storage.root)
     threads = os.environ.get("OMP_NUM_THREADS", "one per core")
@@ -319,7 +344,7 @@ def run(store: Store, storage: Storage, job_seq: int) -> None:
         inputs.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if not _set_running(store, job):
             _finish(store, job_seq, CANCELLED, "cancelled before training started")
-            return
+            return 0
         from rftlab.engine.job import run_job  # heavy (torch): imported once the inputs are usable
 
         job_dir = layout.job_dir(job.account_id, job.job_id)
@@ -327,9 +352,11 @@ def run(store: Store, storage: Storage, job_seq: int) -> None:
         with wandb_sink.reporting(store, job, storing, job_dir) as tracked:
             outcome: JobOutcome = run_job(inputs, tracked)
             tracked.finish(outcome)
+    except StorageUnavailable as error:
+        return _storage_failed(store, job_seq, error)
     except (JobFailed, StorageMissing) as error:
         _finish(store, job_seq, FAILED, str(error), code="FAILED_PRECONDITION")
-        return
+        return 0
     except Exception as error:
         traceback.print_exc()
         _finish(
@@ -339,7 +366,7 @@ def run(store: Store, storage: Storage, job_seq: int) -> None:
             f"internal error: {type(error).__name__}: {error}",
             code="INTERNAL",
         )
-        return
+        return 0
     if reporter.stop_seen:
         _finish(
             store,
@@ -347,9 +374,13 @@ def run(store: Store, storage: Storage, job_seq: int) -> None:
             CANCELLED,
             "cancelled; the last checkpoint is kept (:resume continues it)",
         )
-        return
-    _register_model(store, storage, job, inputs)
+        return 0
+    try:
+        _register_model(store, storage, job, inputs)
+    except StorageUnavailable as error:
+        return _storage_failed(store, job_seq, error)
     _finish(store, job_seq, outcome.state, outcome.message, metrics=outcome.final_metrics)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,8 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         storage = storage.on(args.cache_dir)
     if server_key:
         install_server_key(storage.root, server_key)
-    run(store, storage, args.job_seq)
-    return 0
+    return run(store, storage, args.job_seq)
 
 
 if __name__ == "__main__":
