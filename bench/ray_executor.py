@@ -1,6 +1,6 @@
 """The Ray executor against the local one on this machine, and rollout throughput with 1 vs 2 rollout workers.
 
-1. Jobs per hour: the same small sweep (--jobs jobs of the tiny model, a few steps each) through a real
+1. Jobs per hour: the same small sweep (--jobs jobs of the tiny model, 3 steps an epoch, --epochs epochs) through a real
    `rftlab serve`, once with the local executor (--max-running-jobs equal to the cores) and once with
    `--executor ray` on a one-node Ray cluster with as many CPUs, from the first create to the last job done.
    The ratio ray / local is the executor's overhead (1 = none).
@@ -9,7 +9,7 @@
    an adapter update, so each timed call includes pushing the new weights. The job's process with every core is
    printed too, as the reference a single worker on this machine gets.
 
-    python bench/ray_executor.py [--jobs 4] [--rows 32]
+    python bench/ray_executor.py [--jobs 4] [--epochs 1] [--rows 32]
     python bench/ray_executor.py --part sweep|rollouts      (one of the two)
 Lines to read: `jobs_per_hour_ratio_ray_over_local: X` and `rollout_speedup_2_over_1_workers: X`.
 """
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -51,7 +52,7 @@ def rows_jsonl(count: int) -> bytes:
         return b"".join(next(lines) for _ in range(count))
 
 
-def sweep_seconds(root: Path, jobs: int, serve_args: list[str], env: dict[str, str]) -> float:
+def sweep_seconds(root: Path, jobs: int, epochs: int, serve_args: list[str], env: dict[str, str]) -> float:
     """Seconds from the first create to the last of `jobs` small jobs done, through a fresh `rftlab serve`."""
     port, home = free_port(), root / "home"
     home.mkdir(parents=True)
@@ -82,13 +83,13 @@ def sweep_seconds(root: Path, jobs: int, serve_args: list[str], env: dict[str, s
         key = read_auth_ini(home / ".fireworks" / "profiles" / "rftlab-local" / "auth.ini")["api_key"]
         with httpx.Client(base_url=f"{base}/v1/accounts/local", timeout=60) as client:
             client.headers["Authorization"] = f"Bearer {key}"
-            return run_sweep(client, jobs)
+            return run_sweep(client, jobs, epochs)
     finally:
         server.terminate()
         server.wait(timeout=60)
 
 
-def run_sweep(client: httpx.Client, jobs: int) -> float:
+def run_sweep(client: httpx.Client, jobs: int, epochs: int) -> float:
     client.post("/datasets", json={"datasetId": "rows", "dataset": {}}).raise_for_status()
     client.post("/datasets/rows:upload", files={"file": ("rows.jsonl", rows_jsonl(24))}).raise_for_status()
     code = {"exact_match.py": EXACT_MATCH.read_text()}
@@ -106,7 +107,11 @@ def run_sweep(client: httpx.Client, jobs: int) -> float:
         body = {
             "dataset": "accounts/local/datasets/rows",
             "evaluator": "accounts/local/evaluators/exact",
-            "trainingConfig": {"baseModel": "tiny-arith", "learningRate": 0.001 * (index + 1), "epochs": 1},
+            "trainingConfig": {
+                "baseModel": "tiny-arith",
+                "learningRate": 0.001 * (index + 1),
+                "epochs": epochs,
+            },
             "inferenceParameters": {"responseCandidatesCount": 4, "maxOutputTokens": 8, "temperature": 1.0},
             "chunkSize": 8,
         }
@@ -121,9 +126,25 @@ def run_sweep(client: httpx.Client, jobs: int) -> float:
             break
         time.sleep(0.5)
     elapsed = time.perf_counter() - started
-    if set(states) != {"JOB_STATE_COMPLETED"}:
+    for name in names:
+        print(f"  {name}: {phases(client.get(f'/reinforcementFineTuningJobs/{name}/stateHistory').json())}")
+    if not set(states) <= {
+        "JOB_STATE_COMPLETED",
+        "JOB_STATE_EARLY_STOPPED",
+    }:  # the same jobs stop early on both
         raise SystemExit(f"the sweep did not complete: {states}")
     return elapsed
+
+
+def phases(history: dict) -> str:
+    """Seconds the job spent in each state, from its state history (where a sweep's time went)."""
+    entries = history["stateHistory"]
+    times = [datetime.fromisoformat(entry["time"].replace("Z", "+00:00")) for entry in entries]
+    spent = [
+        f"{entry['state'].removeprefix('JOB_STATE_').lower()} {(end - begin).total_seconds():.1f} s"
+        for entry, begin, end in zip(entries, times, times[1:], strict=False)
+    ]
+    return ", ".join(spent)
 
 
 def rollout_throughput(rows: int) -> dict[str, float]:
@@ -168,6 +189,7 @@ def rollout_throughput(rows: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of each sweep job (3 steps each)")
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--part", choices=("all", "sweep", "rollouts"), default="all")
     args = parser.parse_args()
@@ -176,7 +198,7 @@ def main() -> None:
     os.environ.update({**LOOPBACK, "RAY_TMPDIR": str(root / "ray")})
     try:
         if args.part in ("all", "sweep"):
-            sweep(root, args.jobs)
+            sweep(root, args.jobs, args.epochs)
         if args.part in ("all", "rollouts"):
             throughput = rollout_throughput(args.rows)
             for name, rate in throughput.items():
@@ -187,21 +209,21 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def sweep(root: Path, jobs: int) -> None:
+def sweep(root: Path, jobs: int, epochs: int) -> None:
     from ray.cluster_utils import Cluster
 
-    local = sweep_seconds(root / "local", jobs, ["--max-running-jobs", str(CORES)], {})
+    local = sweep_seconds(root / "local", jobs, epochs, ["--max-running-jobs", str(CORES)], {})
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": CORES})
     try:
         ray_env = {**LOOPBACK, "RAY_TMPDIR": str(root / "ray")}
         on_ray = sweep_seconds(
-            root / "ray-run", jobs, ["--executor", "ray", "--ray-address", cluster.address], ray_env
+            root / "ray-run", jobs, epochs, ["--executor", "ray", "--ray-address", cluster.address], ray_env
         )
     finally:
         cluster.shutdown()
     local_rate, ray_rate = jobs * 3600 / local, jobs * 3600 / on_ray
     print(
-        f"sweep of {jobs} jobs: local {local:.1f} s ({local_rate:.0f} jobs/h), ray {on_ray:.1f} s ({ray_rate:.0f} jobs/h)"
+        f"sweep of {jobs} jobs of {3 * epochs} steps: local {local:.1f} s ({local_rate:.0f} jobs/h), ray {on_ray:.1f} s ({ray_rate:.0f} jobs/h)"
     )
     print(f"jobs_per_hour_ratio_ray_over_local: {ray_rate / local_rate:.2f}")
 

@@ -352,7 +352,13 @@ def test_with_a_storage_url_a_job_runs_from_the_bucket_and_resumes_from_it_on_an
     server, bucket = bucket_server
     url = f"file://{bucket}"
     job_files = bucket / "accounts/local/jobs/stored"
-    body = small_job("accounts/local/datasets/rows", "accounts/local/evaluators/exact", chunkSize=4)
+    # 24 steps: enough that the job is still running when its node dies
+    body = small_job(
+        "accounts/local/datasets/rows",
+        "accounts/local/evaluators/exact",
+        chunkSize=4,
+        trainingConfig={"epochs": 4},
+    )
     with server.client() as client:
         assert upload_dataset(client, "local", "rows", arithmetic_jsonl(24)).status_code == 200
         create_evaluator(client, "local", "exact")

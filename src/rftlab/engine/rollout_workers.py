@@ -32,6 +32,8 @@ ROLLOUT_WORKERS_ENV = "RFTLAB_ROLLOUT_WORKERS"
 """Set (to N >= 1) by the Ray executor: the job samples through N rollout workers."""
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 MAX_BLOCK_PROMPTS = 64
+MIN_BLOCK_PROMPTS = 16
+"""Blocks smaller than this cost more in per-call overhead than spreading them over workers gains."""
 BLOCKS_PER_CALL = 8
 """A call is cut into this many blocks (fewer when prompts are few, more when blocks would exceed the max)."""
 SEED_BOUND = 2**31 - 1
@@ -39,7 +41,7 @@ WORKER_CPUS = 1.0
 
 
 def block_bounds(prompts: int) -> list[tuple[int, int]]:
-    size = min(MAX_BLOCK_PROMPTS, max(1, math.ceil(prompts / BLOCKS_PER_CALL)))
+    size = min(MAX_BLOCK_PROMPTS, max(MIN_BLOCK_PROMPTS, math.ceil(prompts / BLOCKS_PER_CALL)))
     return [(start, min(prompts, start + size)) for start in range(0, prompts, size)]
 
 
