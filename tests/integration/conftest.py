@@ -1,9 +1,12 @@
 """The servers the integration tests run against: `server`, one per module that queues jobs without training them
 (`--max-running-jobs 0`; a module defines its own `server` to change that), with a `client` holding the local key;
 and the training server the slow server tests share for the session (one job at a time, the tiny model's dataset
-and evaluator uploaded, secrets in its own environment that no worker may see)."""
+and evaluator uploaded, secrets in its own environment that no worker may see); `storage_server`, a module's
+training server whose files live in its `bucket` (`--storage-url file://...`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from server_harness import SERVER_SECRETS, LocalServer, add_training_inputs
@@ -29,3 +32,22 @@ def server(tmp_path_factory):
 def client(server):
     with server.client() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory) -> Path:
+    """A folder standing for an object store: `storage_server`'s `--storage-url file://...`."""
+    return tmp_path_factory.mktemp("storage") / "bucket"
+
+
+@pytest.fixture(scope="module")
+def storage_server(bucket, tmp_path_factory):
+    """One job at a time, every dataset, evaluator, checkpoint and adapter kept in `bucket`; the training inputs
+    uploaded (see `add_training_inputs`)."""
+    env = {"RFTLAB_STORAGE_URL": f"file://{bucket}"}
+    with LocalServer.under(
+        tmp_path_factory.mktemp("storage-server"), max_running_jobs=1, extra_env=env
+    ) as running:
+        with running.client() as client:
+            add_training_inputs(client)
+        yield running

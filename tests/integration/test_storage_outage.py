@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from server_harness import (
     EVALUATOR,
     LocalServer,
-    add_training_inputs,
     create_job,
     finished,
     job_metrics,
@@ -39,17 +37,8 @@ def immutable(folder: Path, on: bool) -> bool:
 
 
 @pytest.fixture(scope="module")
-def bucket(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("storage") / "bucket"
-
-
-@pytest.fixture(scope="module")
-def server(bucket: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    env = {"RFTLAB_STORAGE_URL": f"file://{bucket}"}
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=1, extra_env=env) as server:
-        with server.client() as client:
-            add_training_inputs(client)
-        yield server
+def server(storage_server: LocalServer) -> LocalServer:
+    return storage_server
 
 
 def history(client, job_id: str) -> list[dict]:

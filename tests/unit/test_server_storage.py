@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
 import fsspec
 import pytest
+from storage_fixtures import Recorded, save_checkpoint_like_the_engine
 
 from rftlab.server.job_storage import LogCopy, StoringReporter, fetch_checkpoint
 from rftlab.server.layout import StateLayout
@@ -208,40 +208,6 @@ def test_the_url_is_a_server_setting_checked_at_start(tmp_path):
         checked_storage_url("/plain/path")
     with pytest.raises(ValueError, match="job workers cannot reach it"):
         checked_storage_url("memory://bucket")
-
-
-class Recorded:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def step(self, metrics):
-        self.calls.append(f"step {metrics['step']}")
-
-    def progress(self, percent, epoch, step, total_steps, output_tokens):
-        self.calls.append("progress")
-
-    def rollouts(self, kind, step, rollouts):
-        self.calls.append("rollouts")
-
-    def should_stop(self):
-        return False
-
-    def note(self, message):
-        self.calls.append(message)
-
-
-def save_checkpoint_like_the_engine(checkpoint_dir: Path, index: int, complete: bool = True) -> None:
-    from rftlab.engine.checkpoint import MARKER
-
-    folder = checkpoint_dir / f"step-{index:06d}"
-    (folder / "adapter").mkdir(parents=True)
-    (folder / "adapter" / "adapter_model.safetensors").write_bytes(bytes(index))
-    (folder / "state.pt").write_text(str(index))
-    if complete:
-        (folder / MARKER).touch()
-        for older in checkpoint_dir.glob("step-*"):
-            if older != folder:
-                shutil.rmtree(older)
 
 
 def test_each_completed_checkpoint_is_stored_before_its_steps_are_reported_and_resumes_elsewhere(

@@ -15,7 +15,7 @@ import pytest
 from fsspec import register_implementation
 from fsspec.implementations.local import LocalFileSystem
 from sqlalchemy import select
-from test_server_storage import Recorded, save_checkpoint_like_the_engine
+from storage_fixtures import Recorded, save_checkpoint_like_the_engine
 
 from rftlab.server import job_storage
 from rftlab.server.job_storage import StoringReporter, fetch_checkpoint, retried

@@ -5,14 +5,12 @@ from it. A URL the server cannot use stops it at start."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from server_harness import (
     LocalServer,
     arithmetic_jsonl,
-    create_evaluator,
     create_job,
     finished,
     small_job,
@@ -26,22 +24,12 @@ from rftlab.server.storage import FOLDER_MANIFEST
 
 
 @pytest.fixture(scope="module")
-def bucket(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("storage") / "bucket"
-
-
-@pytest.fixture(scope="module")
-def server(bucket: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    env = {"RFTLAB_STORAGE_URL": f"file://{bucket}"}
-    with LocalServer.under(tmp_path_factory.mktemp("server"), max_running_jobs=1, extra_env=env) as server:
-        with server.client() as client:
-            assert upload_dataset(client, "local", "rows", arithmetic_jsonl(8)).status_code == 200
-            create_evaluator(client, "local", "exact")
-        yield server
+def server(storage_server: LocalServer) -> LocalServer:
+    return storage_server
 
 
 def test_validated_files_go_to_the_bucket_and_leave_it_with_their_resource(server, bucket: Path) -> None:
-    assert (bucket / "accounts/local/datasets/rows/data.jsonl").read_bytes() == arithmetic_jsonl(8)
+    assert (bucket / "accounts/local/datasets/one-chunk/data.jsonl").read_bytes() == arithmetic_jsonl(8)
     code = bucket / "accounts/local/evaluators/exact/code"
     assert (code / "exact_match.py").is_file() and (code / FOLDER_MANIFEST).is_file()
     with server.client() as client:
@@ -52,10 +40,10 @@ def test_validated_files_go_to_the_bucket_and_leave_it_with_their_resource(serve
 
 
 def test_a_dataset_missing_from_the_state_dir_is_read_back_from_the_bucket(server) -> None:
-    local = server.state_dir / "accounts/local/datasets/rows/data.jsonl"
+    local = server.state_dir / "accounts/local/datasets/one-chunk/data.jsonl"
     local.unlink()  # as on a new machine that shares the database and the bucket
     with server.client() as client:
-        rows = client.get("/dashboard/api/datasets/rows/rows").json()["rows"]
+        rows = client.get("/dashboard/api/datasets/one-chunk/rows").json()["rows"]
     assert len(rows) == 8 and local.read_bytes() == arithmetic_jsonl(8)
 
 
@@ -74,7 +62,7 @@ def test_a_jobs_files_end_up_in_the_bucket_and_chat_fetches_its_model_from_there
             client,
             "local",
             "kept",
-            small_job("accounts/local/datasets/rows", "accounts/local/evaluators/exact"),
+            small_job("accounts/local/datasets/one-chunk", "accounts/local/evaluators/exact"),
         )
         job = wait_for(lambda: finished(client, "local", "kept"), "the job to finish", 300)
         model = client.get("/v1/accounts/local/models/kept").json()
