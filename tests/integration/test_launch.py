@@ -175,6 +175,8 @@ def test_wait_follows_the_job_to_its_end_and_records_metrics(server, workdir, ca
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"{run.job_id} ")]
     assert len(lines) >= 2 and "%" in lines[0]
     assert lines[-1].split("%", 1)[1].strip().startswith(job["state"].removeprefix("JOB_STATE_").lower())
+    if job["state"] == "JOB_STATE_COMPLETED":
+        assert "eval " in lines[-1]  # the whole description on the job's line, never wrapped
     assert job["state"] in TERMINAL_STATES
     assert code == (0 if job["state"] in ("JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED") else 1)
     metrics = run.read_json("metrics.json")["metrics"]

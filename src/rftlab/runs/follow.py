@@ -115,7 +115,8 @@ class PlainLines:
         moved = description != last_description and now - last_time >= PLAIN_LINE_EVERY_S
         if state != last_state or moved:
             self.shown[job_id] = (state, description, now)
-            self.console.print(f"{job_id} {percent:3.0f}% {description}", markup=False, highlight=False)
+            line = f"{job_id} {percent:3.0f}% {description}"
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)  # one line, for grep
 
 
 def follow(records: list[RunRecord], clients: Clients, poll_interval_s: float, quiet: bool = False) -> int:
