@@ -63,3 +63,13 @@ def compose_config():
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
     return _compose
+
+
+@pytest.fixture
+def packages(tmp_path, monkeypatch):
+    """A local folder that uv finds packages in (see package_files.py to fill it), with no index and no network."""
+    folder = tmp_path / "packages"
+    folder.mkdir()
+    monkeypatch.setenv("UV_FIND_LINKS", str(folder))
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    return folder

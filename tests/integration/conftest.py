@@ -6,19 +6,26 @@ training server whose files live in its `bucket` (`--storage-url file://...`).""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from server_harness import SERVER_SECRETS, LocalServer, add_training_inputs
 
 
-@pytest.fixture(scope="session")
-def training_server(tmp_path_factory):
-    with LocalServer.under(
-        tmp_path_factory.mktemp("training-server"), max_running_jobs=1, extra_env=SERVER_SECRETS
-    ) as running:
+@contextmanager
+def training_server_at(folder: Path, env: dict[str, str]) -> Iterator[LocalServer]:
+    """A server that trains one job at a time, with `env`, the training inputs uploaded (`add_training_inputs`)."""
+    with LocalServer.under(folder, max_running_jobs=1, extra_env=env) as running:
         with running.client() as client:
             add_training_inputs(client)
+        yield running
+
+
+@pytest.fixture(scope="session")
+def training_server(tmp_path_factory):
+    with training_server_at(tmp_path_factory.mktemp("training-server"), SERVER_SECRETS) as running:
         yield running
 
 
@@ -45,9 +52,5 @@ def storage_server(bucket, tmp_path_factory):
     """One job at a time, every dataset, evaluator, checkpoint and adapter kept in `bucket`; the training inputs
     uploaded (see `add_training_inputs`)."""
     env = {"RFTLAB_STORAGE_URL": f"file://{bucket}"}
-    with LocalServer.under(
-        tmp_path_factory.mktemp("storage-server"), max_running_jobs=1, extra_env=env
-    ) as running:
-        with running.client() as client:
-            add_training_inputs(client)
+    with training_server_at(tmp_path_factory.mktemp("storage-server"), env) as running:
         yield running

@@ -98,6 +98,15 @@ def rewards(client, job_id: str) -> list[float]:
     return [m["reward_mean"] for m in sorted(job_metrics(client, "local", job_id), key=lambda m: m["step"])]
 
 
+def kill_node_then_finish(cluster, node_id: str, client, job_id: str) -> tuple[dict, list, list[int]]:
+    """Take `node_id` out of the cluster at once (no graceful stop), then wait for the job to end: the job, its
+    rewards and its reported steps."""
+    victim = next(node for node in cluster.list_all_nodes() if node.node_id == node_id)
+    cluster.remove_node(victim, allow_graceful=False)
+    job = wait_for(lambda: finished(client, "local", job_id), "the job to finish", 600)
+    return job, rewards(client, job_id), sorted(m["step"] for m in job_metrics(client, "local", job_id))
+
+
 def test_a_sweep_spreads_over_both_nodes_and_completes(cluster, server: LocalServer) -> None:
     jobs = [f"sweep-lr{i}" for i in range(4)]
     with server.client() as client:
@@ -132,11 +141,7 @@ def test_a_job_whose_node_dies_resumes_on_the_other_without_losing_a_step(
         wait_for(lambda: len(job_metrics(client, "local", "survivor")) >= 3, "three steps", 300)
         (first_node,) = nodes_of(server, "survivor")
         before = rewards(client, "survivor")
-        victim = next(node for node in cluster.list_all_nodes() if node.node_id == first_node)
-        cluster.remove_node(victim, allow_graceful=False)
-        job = wait_for(lambda: finished(client, "local", "survivor"), "the job to finish", 600)
-        after = rewards(client, "survivor")
-        steps = sorted(m["step"] for m in job_metrics(client, "local", "survivor"))
+        job, after, steps = kill_node_then_finish(cluster, first_node, client, "survivor")
     cluster.add_node(num_cpus=1)  # the next tests get two worker nodes again
     assert job["state"] == "JOB_STATE_COMPLETED", job
     nodes = nodes_of(server, "survivor")
@@ -375,11 +380,7 @@ def test_with_a_storage_url_a_job_runs_from_the_bucket_and_resumes_from_it_on_an
         )
         (first_node,) = NODE_LINE.findall((job_files / "worker.log").read_text())
         before = rewards(client, "stored")
-        victim = next(node for node in cluster.list_all_nodes() if node.node_id == first_node)
-        cluster.remove_node(victim, allow_graceful=False)
-        job = wait_for(lambda: finished(client, "local", "stored"), "the job to finish", 600)
-        after = rewards(client, "stored")
-        steps = sorted(m["step"] for m in job_metrics(client, "local", "stored"))
+        job, after, steps = kill_node_then_finish(cluster, first_node, client, "stored")
         shown = [
             client.get(path).json()
             for path in (

@@ -19,16 +19,6 @@ MISSING = sandbox.capabilities().missing()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"this host lacks {'; '.join(MISSING)}")
 
 
-@pytest.fixture
-def packages(tmp_path, monkeypatch):
-    """A local folder that uv finds packages in, with no index and no network."""
-    folder = tmp_path / "packages"
-    folder.mkdir()
-    monkeypatch.setenv("UV_FIND_LINKS", str(folder))
-    monkeypatch.setenv("UV_OFFLINE", "1")
-    return folder
-
-
 def install(state, requirements: list[str], **settings) -> tuple[str, list[str]]:
     lines: list[str] = []
     python = ensure_environment(state, requirements, lines.append, InstallSettings(**settings))

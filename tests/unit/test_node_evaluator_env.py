@@ -33,12 +33,8 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def node_code(tmp_path, monkeypatch):
+def node_code(tmp_path, packages):
     """A node's copy of an evaluator whose requirement is a slow source distribution, with no environment yet."""
-    packages = tmp_path / "packages"
-    packages.mkdir()
-    monkeypatch.setenv("UV_FIND_LINKS", str(packages))
-    monkeypatch.setenv("UV_OFFLINE", "1")
     make_sdist(packages, "slow_pkg", "1.0", "import time\ntime.sleep(120)\n")
     node = Storage(f"file://{tmp_path / 'bucket'}").on(tmp_path / "node-cache")
     code = StateLayout(node.root).evaluator_code("acct", "ev")
