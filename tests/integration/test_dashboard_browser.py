@@ -159,6 +159,8 @@ def test_the_other_account_sees_its_own_job(server, browser):
     browser.get(f"{server.base_url}/dashboard/login")
     browser.find_element(By.ID, "api_key").send_keys(server.other_key)
     browser.find_element(By.ID, "login").click()
+    # leaving the page before the login's answer sets the session cookie would go on as the account before
+    wait_for(lambda: "/dashboard/login" not in browser.current_url, "the login to lead on", timeout_s=30)
     browser.get(f"{server.base_url}/dashboard/fine-tuning/reinforcement/theirs")
     wait_for(lambda: texts(browser, '#chart-reward[data-points="2"]'), "their curve with two points", 30)
     browser.get(f"{server.base_url}/dashboard/fine-tuning/reinforcement/seeded")
